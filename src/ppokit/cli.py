@@ -1,0 +1,180 @@
+"""Command line: `ppokit train`, `ppokit eval`, `ppokit presets`, `ppokit envs`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from ppokit.errors import PPOKitError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except PPOKitError as exc:
+        print(f"ppokit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ppokit: interrupted", file=sys.stderr)
+        return 130
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ppokit", description="Proximal Policy Optimization for Gymnasium environments.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = sub.add_parser(
+        "train",
+        help="train a policy on a Gymnasium environment",
+        description="Train PPO on ENV_ID. Config precedence: defaults < preset < --config FILE < key=value overrides < flags.",
+        epilog="example: ppokit train CartPole-v1 --seed 1 learning_rate=1e-3 n_envs=16",
+    )
+    train.add_argument("env_id", metavar="ENV_ID", help="a registered Gymnasium id, e.g. CartPole-v1 (or module:Id)")
+    train.add_argument("--preset", metavar="NAME", help="hyperparameter preset (default: the preset named ENV_ID if there is one; see `ppokit presets`)")
+    train.add_argument("--no-preset", action="store_true", help="start from ppokit's defaults even if ENV_ID has a preset")
+    train.add_argument("--config", metavar="FILE", help="YAML file of config keys, applied over the preset")
+    train.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    train.add_argument("--total-steps", type=int, metavar="N", help="environment steps to train for (overrides the config)")
+    train.add_argument("--run-dir", metavar="DIR", help="where logs and the model go (default: runs/ENV_ID-seedN-TIMESTAMP)")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument("--quiet", action="store_true", help="no per-update console summary")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, values read as YAML")
+    train.set_defaults(handler=_train)
+
+    evaluate = sub.add_parser("eval", help="evaluate a trained model", description="Run a saved model for N episodes; prints mean and std and writes eval.json into RUN_DIR.")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or any folder holding model.safetensors and model.json)")
+    evaluate.add_argument("--episodes", type=int, default=20, metavar="N", help="episodes to run (default 20)")
+    evaluate.add_argument("--deterministic", action="store_true", help="take the most likely action instead of sampling")
+    evaluate.add_argument("--seed", type=int, help="seed of the evaluation envs (default: the run's seed + 10000)")
+    evaluate.set_defaults(handler=_eval)
+
+    presets = sub.add_parser("presets", help="list the shipped hyperparameter presets", description="List the shipped presets with the env each was tuned for.")
+    presets.add_argument("name", nargs="?", help="show one preset's values")
+    presets.set_defaults(handler=_presets)
+
+    envs = sub.add_parser("envs", help="list registered Gymnasium environment ids", description="List the environment ids registered with Gymnasium.")
+    envs.add_argument("filter", nargs="?", default="", help="only ids containing this text")
+    envs.set_defaults(handler=_envs)
+    return parser
+
+
+def resolve_train_config(env_id: str, preset: str | None, no_preset: bool, config_file: str | None, overrides: list[str], seed: int | None, total_steps: int | None):
+    """Merge defaults < preset < config file < overrides < flags into one validated PPOConfig."""
+    from ppokit.config import PPOConfig, load_yaml, parse_overrides
+    from ppokit.gym.presets import has_preset, load_preset
+
+    values: dict = {}
+    preset_name = None
+    if preset is not None:
+        preset_name = preset
+    elif not no_preset and has_preset(env_id):
+        preset_name = env_id
+    if preset_name is not None:
+        values.update(load_preset(preset_name)[1])
+    if config_file is not None:
+        values.update(load_yaml(config_file))
+    values.update(parse_overrides(overrides))
+    if seed is not None:
+        values["seed"] = seed
+    if total_steps is not None:
+        values["total_steps"] = total_steps
+    return PPOConfig.from_dict(values), preset_name
+
+
+def _train(args) -> int:
+    from ppokit.gym.agent import PPO
+    from ppokit.gym.envs import check_env_id
+    from ppokit.gym.evaluate import evaluate_policy
+
+    check_env_id(args.env_id)
+    config, preset_name = resolve_train_config(args.env_id, args.preset, args.no_preset, args.config, args.overrides, args.seed, args.total_steps)
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{args.env_id.replace(':', '_').replace('/', '_')}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"env_id": args.env_id, "preset": preset_name, **config.to_dict()}, sort_keys=False))
+    print(f"ppokit: training PPO on {args.env_id} (preset: {preset_name or 'none, defaults'}) for {config.total_steps:,} steps, seed {config.seed}")
+    print(f"ppokit: run directory {run_dir}")
+
+    agent = PPO(args.env_id, config, run_dir=run_dir, progress_bar=False if args.no_progress else None, verbose=not args.quiet)
+    started = time.perf_counter()
+    try:
+        agent.learn()
+    finally:
+        agent.save(run_dir)
+        agent.close()
+    seconds = time.perf_counter() - started
+    returns = evaluate_policy(agent, episodes=config.eval_episodes, deterministic=True)
+    result = _write_eval(run_dir, returns, deterministic=True)
+    print(f"ppokit: trained {agent.global_step:,} steps in {seconds:.1f} s")
+    print(f"ppokit: evaluation over {len(returns)} deterministic episodes: mean return {result['mean_return']:.2f} +- {result['std_return']:.2f}")
+    print(f"ppokit: run saved to {run_dir} (model.safetensors, model.json, progress.csv, TensorBoard events, eval.json)")
+    return 0
+
+
+def _eval(args) -> int:
+    from ppokit.gym.agent import PPO
+    from ppokit.gym.evaluate import evaluate_policy
+
+    if args.episodes < 1:
+        raise _usage_error(f"--episodes must be at least 1, got {args.episodes}")
+    agent = PPO.load(args.run_dir, progress_bar=False)
+    if agent.env_id is None:
+        raise _usage_error(f"{args.run_dir} was trained on an env factory, not a registered id; evaluate it from Python with ppokit.gym.evaluate.evaluate_policy")
+    returns = evaluate_policy(agent, episodes=args.episodes, deterministic=args.deterministic, seed=args.seed)
+    result = _write_eval(Path(args.run_dir), returns, deterministic=args.deterministic)
+    mode = "deterministic" if args.deterministic else "stochastic"
+    print(f"{agent.env_id}: mean return {result['mean_return']:.2f} +- {result['std_return']:.2f} over {len(returns)} {mode} episodes")
+    return 0
+
+
+def _write_eval(run_dir: Path, returns: list[float], deterministic: bool) -> dict:
+    result = {
+        "episodes": len(returns),
+        "deterministic": deterministic,
+        "mean_return": statistics.fmean(returns),
+        "std_return": statistics.pstdev(returns) if len(returns) > 1 else 0.0,
+        "returns": returns,
+    }
+    (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _presets(args) -> int:
+    from ppokit.gym.presets import list_presets, load_preset
+
+    if args.name:
+        env_id, values = load_preset(args.name)
+        print(yaml.safe_dump({"env_id": env_id, **values}, sort_keys=False), end="")
+        return 0
+    for name, data in list_presets().items():
+        print(f"{name:28s} env {data.get('env_id', '?'):22s} {data.get('total_steps', '?'):>10} steps  {data.get('notes', '')}")
+    return 0
+
+
+def _envs(args) -> int:
+    import gymnasium as gym
+
+    for env_id in sorted(gym.registry):
+        if args.filter.lower() in env_id.lower():
+            print(env_id)
+    return 0
+
+
+def _usage_error(message: str):
+    from ppokit.errors import ConfigError
+
+    return ConfigError(message)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The rollout container: named time-major [T, B, ...] tensors sharing one [T, B] mask."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class RolloutBatch:
+    """Time-major rollout data.
+
+    Every tensor in ``fields`` has shape [T, B, ...]. ``mask`` is [T, B] with 1 for real steps and
+    0 for padding (language-model responses shorter than T); Gymnasium rollouts are all ones.
+    """
+
+    fields: dict[str, torch.Tensor]
+    mask: torch.Tensor | None = None
+    _shape: tuple[int, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        shapes = {name: tuple(t.shape[:2]) for name, t in self.fields.items()}
+        if not shapes:
+            raise ValueError("RolloutBatch needs at least one field")
+        first = next(iter(shapes.values()))
+        bad = {n: s for n, s in shapes.items() if s != first}
+        if bad:
+            raise ValueError(f"all fields must share the leading [T, B] shape {first}; got {bad}")
+        if self.mask is not None and tuple(self.mask.shape) != first:
+            raise ValueError(f"mask shape {tuple(self.mask.shape)} does not match [T, B] = {first}")
+        self._shape = first
+
+    @property
+    def num_steps(self) -> int:
+        return self._shape[0]
+
+    @property
+    def num_envs(self) -> int:
+        return self._shape[1]
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.fields[name]
+
+    def __setitem__(self, name: str, value: torch.Tensor) -> None:
+        if tuple(value.shape[:2]) != self._shape:
+            raise ValueError(f"field {name!r} has shape {tuple(value.shape)}, expected [T, B] = {self._shape}")
+        self.fields[name] = value
+
+    def flatten(self) -> dict[str, torch.Tensor]:
+        """Merge T and B into one sample axis, as the Gymnasium front end trains on single steps."""
+        n = self._shape[0] * self._shape[1]
+        out = {name: t.reshape(n, *t.shape[2:]) for name, t in self.fields.items()}
+        if self.mask is not None:
+            out["mask"] = self.mask.reshape(n)
+        return out
+
+
+def minibatch_indices(num_samples: int, minibatch_size: int, generator: torch.Generator | None = None):
+    """Yield index tensors covering a fresh random permutation of the samples once."""
+    perm = torch.randperm(num_samples, generator=generator)
+    for start in range(0, num_samples, minibatch_size):
+        yield perm[start : start + minibatch_size]

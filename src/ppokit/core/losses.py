@@ -1,0 +1,113 @@
+"""PPO loss terms as pure functions of tensors, each returning (loss, stats).
+
+Every function takes an optional ``mask`` (1 = real step, 0 = padding) of the same shape as its
+inputs; statistics are means over the real steps only. Stats are detached 0-dim tensors so the
+update loop can aggregate them without a Python round trip per minibatch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    if mask is None:
+        return x.mean()
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor | None = None, unbiased: bool = True) -> torch.Tensor:
+    mean = masked_mean(x, mask)
+    centered_sq = (x - mean) ** 2
+    if mask is None:
+        count = torch.tensor(float(x.numel()), dtype=x.dtype, device=x.device)
+        total = centered_sq.sum()
+    else:
+        count = mask.sum()
+        total = (centered_sq * mask).sum()
+    if unbiased:
+        # Bessel's correction; with a single element the variance is defined as 0, not NaN.
+        return total / (count - 1).clamp(min=1)
+    return total / count.clamp(min=1)
+
+
+def masked_whiten(
+    x: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True, eps: float = 1e-8
+) -> torch.Tensor:
+    """Scale to unit variance (and zero mean unless ``shift_mean`` is False) over the real steps."""
+    mean = masked_mean(x, mask)
+    whitened = (x - mean) * torch.rsqrt(masked_var(x, mask) + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened
+
+
+def kl_k1(logprob: torch.Tensor, ref_logprob: torch.Tensor) -> torch.Tensor:
+    """Per-element k1 estimator of KL(p || ref) from samples of p: log p - log ref (unbiased, can be < 0)."""
+    return logprob - ref_logprob
+
+
+def kl_k3(logprob: torch.Tensor, ref_logprob: torch.Tensor) -> torch.Tensor:
+    """Per-element k3 estimator of KL(p || ref): (r - 1) - log r with r = ref / p (unbiased, always >= 0)."""
+    log_r = ref_logprob - logprob
+    return torch.expm1(log_r) - log_r
+
+
+def clipped_surrogate(
+    logprob: torch.Tensor,
+    old_logprob: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_range: float,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO-clip policy loss: -min(r A, clip(r, 1-eps, 1+eps) A), averaged over real steps."""
+    log_ratio = logprob - old_logprob
+    ratio = log_ratio.exp()
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        deviation = (ratio - 1.0).abs()
+        if mask is not None:
+            deviation = deviation * mask
+        stats = {
+            # k1 and k3 estimates of KL(old || new) from samples of the old policy
+            "old_approx_kl": masked_mean(-log_ratio, mask),
+            "approx_kl": masked_mean((ratio - 1.0) - log_ratio, mask),
+            "clipfrac": masked_mean((deviation > clip_range).to(ratio.dtype), mask),
+            "ratio_max_deviation": deviation.max(),
+        }
+    return loss, stats
+
+
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    clip_range_vf: float | None = None,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Squared error to the returns; with ``clip_range_vf`` the pessimistic max of clipped and unclipped.
+
+    No factor 1/2: ``vf_coef`` carries the weight (the rl-baselines3-zoo presets assume this).
+    """
+    squared = (values - returns) ** 2
+    if clip_range_vf is not None:
+        values_clipped = old_values + (values - old_values).clamp(-clip_range_vf, clip_range_vf)
+        squared = torch.maximum(squared, (values_clipped - returns) ** 2)
+    loss = masked_mean(squared, mask)
+    return loss, {"value_loss": loss.detach()}
+
+
+def entropy_bonus(entropy: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean entropy (to be maximized: the update subtracts ent_coef times it)."""
+    mean = masked_mean(entropy, mask)
+    return mean, {"entropy": mean.detach()}
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """1 - Var[returns - values] / Var[returns]; NaN when the returns are constant."""
+    var_returns = masked_var(returns, mask)
+    if float(var_returns) == 0.0:
+        return float("nan")
+    return float(1.0 - masked_var(returns - values, mask) / var_returns)

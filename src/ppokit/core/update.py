@@ -1,0 +1,132 @@
+"""The PPO update: epochs x shuffled minibatches (x gradient accumulation) over one rollout."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+
+from ppokit.core.batch import minibatch_indices
+from ppokit.core.losses import clipped_surrogate, entropy_bonus, masked_mean, masked_whiten, value_loss
+
+# evaluate(minibatch) -> (new log-probs, entropies, new values), each shaped like minibatch["logprobs"]
+EvaluateFn = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class UpdateSettings:
+    n_epochs: int
+    minibatch_size: int
+    clip_range: float
+    clip_range_vf: float | None = None
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float | None = 0.5
+    target_kl: float | None = None
+    normalize_advantage: bool = True
+    grad_accum_steps: int = 1
+
+
+def ppo_update(
+    evaluate: EvaluateFn,
+    optimizer: torch.optim.Optimizer,
+    parameters: Iterable[torch.nn.Parameter],
+    samples: dict[str, torch.Tensor],
+    settings: UpdateSettings,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """Run the PPO optimization on ``samples`` and return averaged statistics.
+
+    ``samples`` holds tensors whose first axis is the sample axis (flattened steps for Gymnasium,
+    sequences for language models): ``logprobs``, ``values``, ``advantages``, ``returns``, anything
+    ``evaluate`` needs, and optionally ``mask``.
+    """
+    parameters = [p for p in parameters if p.requires_grad]
+    num_samples = samples["advantages"].shape[0]
+    totals: dict[str, torch.Tensor] = {}
+    num_minibatches = 0
+    first_ratio_deviation = None
+    stopped_early = False
+    grad_norm_total = 0.0
+
+    for _epoch in range(settings.n_epochs):
+        for indices in minibatch_indices(num_samples, settings.minibatch_size, generator):
+            minibatch = {name: tensor[indices] for name, tensor in samples.items()}
+            stats = _minibatch_step(evaluate, optimizer, parameters, minibatch, settings)
+            if stats is None:  # target-KL stop: this minibatch was not applied
+                stopped_early = True
+                break
+            if first_ratio_deviation is None:
+                first_ratio_deviation = float(stats["ratio_max_deviation"])
+            grad_norm_total += float(stats.pop("grad_norm"))
+            for name, value in stats.items():
+                totals[name] = totals.get(name, 0.0) + value
+            num_minibatches += 1
+        if stopped_early:
+            break
+
+    result = {name: float(total) / max(num_minibatches, 1) for name, total in totals.items()}
+    result.pop("ratio_max_deviation", None)
+    result["grad_norm"] = grad_norm_total / max(num_minibatches, 1)
+    result["first_ratio_deviation"] = first_ratio_deviation if first_ratio_deviation is not None else float("nan")
+    result["num_minibatches"] = float(num_minibatches)
+    result["stopped_early"] = float(stopped_early)
+    return result
+
+
+def _minibatch_step(evaluate, optimizer, parameters, minibatch, settings) -> dict[str, torch.Tensor] | None:
+    mask = minibatch.get("mask")
+    advantages = minibatch["advantages"]
+    # Whiten over the whole minibatch (not per micro-batch); one sample has no spread to divide by.
+    count = advantages.numel() if mask is None else int(mask.sum())
+    if settings.normalize_advantage and count > 1:
+        advantages = masked_whiten(advantages, mask)
+    if mask is not None:
+        advantages = advantages * mask
+
+    micro_batches = _split(minibatch | {"advantages": advantages}, settings.grad_accum_steps)
+    total_count = float(count) if count > 0 else 1.0
+    optimizer.zero_grad(set_to_none=True)
+    accumulated: dict[str, torch.Tensor] = {}
+    for micro in micro_batches:
+        micro_mask = micro.get("mask")
+        logprob, entropy, values = evaluate(micro)
+        pg_loss, pg_stats = clipped_surrogate(logprob, micro["logprobs"], micro["advantages"], settings.clip_range, micro_mask)
+        if settings.target_kl is not None and float(pg_stats["approx_kl"]) > 1.5 * settings.target_kl:
+            optimizer.zero_grad(set_to_none=True)
+            return None
+        v_loss, v_stats = value_loss(values, micro["values"], micro["returns"], settings.clip_range_vf, micro_mask)
+        ent, ent_stats = entropy_bonus(entropy, micro_mask)
+        loss = pg_loss - settings.ent_coef * ent + settings.vf_coef * v_loss
+        # Weight each micro-batch by its share of real steps so accumulation equals one big batch.
+        micro_count = micro["advantages"].numel() if micro_mask is None else float(micro_mask.sum())
+        weight = micro_count / total_count
+        (loss * weight).backward()
+        for name, value in {**pg_stats, **v_stats, **ent_stats, "policy_loss": pg_loss.detach(), "loss": loss.detach()}.items():
+            if name == "ratio_max_deviation":
+                accumulated[name] = torch.maximum(accumulated.get(name, value), value)
+            else:
+                accumulated[name] = accumulated.get(name, 0.0) + value * weight
+
+    if settings.max_grad_norm is not None:
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm, foreach=True)
+    else:
+        grad_norm = torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in parameters if p.grad is not None))
+    if not math.isfinite(float(grad_norm)):
+        raise FloatingPointError(f"non-finite gradient norm ({float(grad_norm)}) in the PPO update")
+    optimizer.step()
+    accumulated["grad_norm"] = grad_norm.detach()
+    return accumulated
+
+
+def _split(minibatch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
+    if parts <= 1:
+        return [minibatch]
+    size = next(iter(minibatch.values())).shape[0]
+    chunk = math.ceil(size / parts)
+    return [{k: v[i : i + chunk] for k, v in minibatch.items()} for i in range(0, size, chunk)]
+
+
+__all__ = ["UpdateSettings", "ppo_update"]

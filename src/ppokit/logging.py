@@ -1,0 +1,144 @@
+"""One set of metric names, written to the console, a progress bar, progress.csv and TensorBoard."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+# CleanRL's names, so existing dashboards and habits carry over.
+CSV_COLUMNS = [
+    "global_step",
+    "update",
+    "time_elapsed",
+    "charts/episodic_return",
+    "charts/episodic_length",
+    "charts/episodes",
+    "charts/SPS",
+    "charts/learning_rate",
+    "charts/clip_range",
+    "losses/policy_loss",
+    "losses/value_loss",
+    "losses/entropy",
+    "losses/old_approx_kl",
+    "losses/approx_kl",
+    "losses/clipfrac",
+    "losses/explained_variance",
+    "losses/grad_norm",
+]
+
+
+def process_uptime() -> float:
+    """Seconds since this process started (falls back to since ppokit was imported)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORT_TIME
+
+
+_IMPORT_TIME = time.perf_counter()
+
+
+class RunLogger:
+    """Logs one row per PPO update. ``progress`` None means: show the bar when stderr is a terminal."""
+
+    def __init__(
+        self,
+        run_dir: str | Path | None,
+        total_steps: int,
+        start_step: int = 0,
+        tensorboard: bool = True,
+        progress: bool | None = None,
+        console: bool = True,
+        log_interval: int = 1,
+    ):
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.console = console
+        self.log_interval = log_interval
+        self.recent_returns: deque[float] = deque(maxlen=20)
+        self._start_time = time.perf_counter()
+        self._start_step = start_step
+        self._csv_file = None
+        self._csv = None
+        self._tb = None
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            path = self.run_dir / "progress.csv"
+            new_file = not path.exists() or path.stat().st_size == 0
+            self._csv_file = open(path, "a", newline="")
+            self._csv = csv.DictWriter(self._csv_file, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+            if new_file:
+                self._csv.writeheader()
+            if tensorboard:
+                from torch.utils.tensorboard import SummaryWriter  # heavy import: only when used
+
+                self._tb = SummaryWriter(log_dir=str(self.run_dir))
+        show = sys.stderr.isatty() if progress is None else progress
+        self._bar = tqdm(total=total_steps, initial=start_step, unit="step", unit_scale=True, disable=not show, dynamic_ncols=True)
+
+    def log_update(self, global_step: int, update: int, metrics: dict[str, float], episodes: list[tuple[float, int]]) -> dict[str, float]:
+        """Record one update; returns the row as written (with episode means and SPS filled in)."""
+        elapsed = time.perf_counter() - self._start_time
+        row: dict[str, float] = {"global_step": global_step, "update": update, "time_elapsed": process_uptime()}
+        row["charts/SPS"] = (global_step - self._start_step) / max(elapsed, 1e-9)
+        row["charts/episodes"] = len(episodes)
+        if episodes:
+            row["charts/episodic_return"] = sum(r for r, _ in episodes) / len(episodes)
+            row["charts/episodic_length"] = sum(n for _, n in episodes) / len(episodes)
+            self.recent_returns.extend(r for r, _ in episodes)
+        row.update(metrics)
+
+        if self._csv is not None:
+            self._csv.writerow({k: _fmt(v) for k, v in row.items()})
+            self._csv_file.flush()
+        if self._tb is not None:
+            for name, value in row.items():
+                if "/" in name and value is not None and math.isfinite(value):
+                    self._tb.add_scalar(name, value, global_step)
+            if episodes:
+                for ret, length in episodes:
+                    self._tb.add_scalar("charts/episode_return_each", ret, global_step)
+        recent = self.recent_mean_return
+        self._bar.update(global_step - self._bar.n)
+        self._bar.set_postfix_str(f"sps={row['charts/SPS']:,.0f} return={recent:.1f}" if recent is not None else f"sps={row['charts/SPS']:,.0f}")
+        if self.console and update % self.log_interval == 0:
+            self._bar.write(self._summary(row, recent), file=sys.stdout)
+        return row
+
+    @property
+    def recent_mean_return(self) -> float | None:
+        return sum(self.recent_returns) / len(self.recent_returns) if self.recent_returns else None
+
+    def _summary(self, row: dict[str, float], recent: float | None) -> str:
+        parts = [f"update {row['update']:>5}", f"step {row['global_step']:>9,}"]
+        parts.append(f"return(last 20) {recent:8.2f}" if recent is not None else "return(last 20)      n/a")
+        for label, key in [("pg", "losses/policy_loss"), ("vf", "losses/value_loss"), ("ent", "losses/entropy"),
+                           ("kl", "losses/approx_kl"), ("clip", "losses/clipfrac"), ("ev", "losses/explained_variance")]:
+            value = row.get(key)
+            if value is not None:
+                parts.append(f"{label} {value:.3g}")
+        parts.append(f"sps {row['charts/SPS']:,.0f}")
+        return " | ".join(parts)
+
+    def close(self) -> None:
+        self._bar.close()
+        if self._csv_file is not None:
+            self._csv_file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    return value
