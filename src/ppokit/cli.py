@@ -16,7 +16,15 @@ from ppokit.errors import PPOKitError
 
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    # key=value overrides may sit anywhere after ENV_ID, even after flags, which argparse's
+    # positional handling cannot express: collect them from the leftovers.
+    args, extras = parser.parse_known_args(argv)
+    overrides = [e for e in extras if "=" in e and not e.startswith("-")]
+    unknown = [e for e in extras if e not in overrides]
+    if unknown or (overrides and getattr(args, "command", None) != "train"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    if getattr(args, "command", None) == "train":
+        args.overrides = list(args.overrides) + overrides
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

@@ -1,0 +1,83 @@
+"""Bad input gets a clear error naming what was wrong and what was expected."""
+
+import gymnasium as gym
+import pytest
+
+from envs import DictObsEnv, NaNAfterEnv
+from ppokit import PPO, PPOConfig
+from ppokit.cli import main
+from ppokit.errors import ConfigError, EnvError, UnsupportedSpaceError
+
+
+def test_unknown_env_id_suggests_close_ids():
+    with pytest.raises(EnvError, match=r"unknown environment id 'CartPol-v1'.*'CartPole-v1'"):
+        PPO("CartPol-v1")
+
+
+def test_unsupported_observation_space_names_space_and_supported_ones():
+    with pytest.raises(UnsupportedSpaceError, match=r"observation space Dict.*not supported.*Box, Discrete"):
+        PPO(DictObsEnv)
+
+
+def test_unsupported_action_space():
+    class TupleActionEnv(DictObsEnv):
+        observation_space = gym.spaces.Box(-1, 1, (2,))
+        action_space = gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Discrete(3)))
+
+    with pytest.raises(UnsupportedSpaceError, match=r"action space Tuple.*Discrete, Box, MultiDiscrete, MultiBinary"):
+        PPO(TupleActionEnv)
+
+
+def test_unknown_config_key_suggests_nearest():
+    with pytest.raises(ConfigError, match=r"unknown config key 'learning_rat'; did you mean 'learning_rate'\?"):
+        PPOConfig.from_dict({"learning_rat": 1e-3})
+
+
+def test_negative_clip_range():
+    with pytest.raises(ConfigError, match=r"clip_range must be a positive number, got -0.2"):
+        PPOConfig.from_dict({"clip_range": -0.2})
+
+
+def test_wrong_value_type_names_key():
+    with pytest.raises(ConfigError, match=r"n_envs must be an integer, got 'eight'"):
+        PPOConfig.from_dict({"n_envs": "eight"})
+
+
+def test_step_budget_smaller_than_one_rollout():
+    with pytest.raises(ConfigError, match=r"total_steps=100 is smaller than one rollout \(n_envs \* n_steps = 8 \* 32 = 256\)"):
+        PPOConfig.from_dict({"n_envs": 8, "n_steps": 32, "total_steps": 100})
+    agent = PPO("CartPole-v1", {"n_envs": 8, "n_steps": 32, "total_steps": 256}, verbose=False, progress_bar=False)
+    with pytest.raises(ConfigError, match="smaller than one rollout"):
+        agent.learn(total_steps=10)
+
+
+def test_env_returning_nan_observation():
+    agent = PPO(lambda: NaNAfterEnv(nan_at=5), {"n_envs": 2, "n_steps": 16, "total_steps": 64, "minibatch_size": 16}, verbose=False, progress_bar=False)
+    with pytest.raises(EnvError, match=r"returned a non-finite observation from step\(\) at global step 8"):
+        agent.learn()
+
+
+def test_env_raising_in_step_names_env_and_step():
+    class Exploding(NaNAfterEnv):
+        def step(self, action):
+            raise RuntimeError("boom")
+
+    agent = PPO(Exploding, {"n_envs": 2, "n_steps": 16, "total_steps": 64, "minibatch_size": 16}, verbose=False, progress_bar=False)
+    with pytest.raises(EnvError, match=r"'Exploding' raised RuntimeError in step\(\) at global step 0: boom"):
+        agent.learn()
+
+
+def test_factory_returning_non_env():
+    with pytest.raises(EnvError, match="expected a gymnasium.Env"):
+        PPO(lambda: 42)
+
+
+def test_cli_reports_bad_input_without_traceback(capsys, tmp_path):
+    assert main(["train", "CartPol-v1", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "unknown environment id 'CartPol-v1'" in capsys.readouterr().err
+    assert main(["train", "CartPole-v1", "--run-dir", str(tmp_path / "r"), "clip_range=-1"]) == 2
+    assert "clip_range must be a positive number" in capsys.readouterr().err
+    assert main(["train", "CartPole-v1", "--run-dir", str(tmp_path / "r"), "lr=1"]) == 2
+    assert "unknown config key 'lr'" in capsys.readouterr().err
+    assert main(["train", "CartPole-v1", "--preset", "CartPole-v2"]) == 2
+    assert "unknown preset 'CartPole-v2'; did you mean 'CartPole-v1'?" in capsys.readouterr().err

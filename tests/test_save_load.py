@@ -1,0 +1,90 @@
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from ppokit import PPO
+from ppokit.errors import CheckpointError
+
+
+def _trained(env_id="Pendulum-v1", **overrides):
+    config = {"n_envs": 4, "n_steps": 64, "total_steps": 512, "normalize_obs": True, "normalize_reward": True, "seed": 3} | overrides
+    agent = PPO(env_id, config, verbose=False, progress_bar=False)
+    agent.learn()
+    return agent
+
+
+def _observations(env_id, n=100, seed=0):
+    env = gym.make(env_id)
+    env.observation_space.seed(seed)
+    return np.stack([env.observation_space.sample() for _ in range(n)])
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
+def test_save_load_gives_identical_deterministic_actions(tmp_path, env_id):
+    agent = _trained(env_id)
+    assert agent.policy.obs_normalizer.stats.count.item() > 500  # statistics really moved
+    agent.save(tmp_path)
+    loaded = PPO.load(tmp_path)
+    obs = _observations(env_id)
+    np.testing.assert_array_equal(agent.predict(obs, deterministic=True), loaded.predict(obs, deterministic=True))
+    for name, tensor in agent.policy.state_dict().items():
+        assert torch.equal(tensor, loaded.policy.state_dict()[name]), name
+    assert loaded.config == agent.config
+    assert loaded.env_id == env_id
+
+
+def test_saved_files_are_safetensors_and_json(tmp_path):
+    _trained().save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["format"] == "ppokit.model" and meta["config"]["normalize_obs"] is True
+    assert meta["observation_space"]["type"] == "Box"
+
+
+def test_predict_single_observation_matches_batch(tmp_path):
+    agent = _trained("CartPole-v1")
+    obs = _observations("CartPole-v1", n=5)
+    batch = agent.predict(obs, deterministic=True)
+    singles = [agent.predict(o, deterministic=True) for o in obs]
+    assert list(batch) == [int(s) for s in singles]
+
+
+def test_load_refuses_foreign_and_corrupt_files(tmp_path):
+    agent = _trained()
+    agent.save(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="safetensors"):
+        PPO.load(tmp_path)
+    (tmp_path / "model.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(CheckpointError, match="not a ppokit model"):
+        PPO.load(tmp_path)
+    with pytest.raises(CheckpointError, match="not a ppokit model folder"):
+        PPO.load(tmp_path / "missing")
+
+
+def test_load_refuses_shapes_that_disagree_with_config(tmp_path):
+    _trained().save(tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    meta["config"]["hidden_sizes"] = [32, 32]
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="shape"):
+        PPO.load(tmp_path)
+
+
+def test_same_seed_gives_identical_losses():
+    def losses(seed):
+        rows = []
+        config = {"n_envs": 4, "n_steps": 64, "total_steps": 1024, "seed": seed}
+        PPO("CartPole-v1", config, verbose=False, progress_bar=False).learn(
+            callback=lambda m: rows.append((m["losses/policy_loss"], m["losses/value_loss"], m["losses/approx_kl"]))
+        )
+        return rows
+
+    first, second, other = losses(7), losses(7), losses(8)
+    assert len(first) == 4
+    assert first == second
+    assert first != other
