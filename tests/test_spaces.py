@@ -45,3 +45,16 @@ def test_discrete_observations_are_one_hot():
     agent.learn()
     assert agent.collector.obs.shape[-1] == 5
     assert torch.equal(agent.collector.obs.sum(-1), torch.ones(32, 2))
+
+
+def test_categorical_sampling_matches_probabilities():
+    from ppokit.gym.distributions import Categorical
+
+    torch.manual_seed(0)
+    dist = Categorical(gym.spaces.Discrete(4))
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    logits = probs.log().expand(200_000, 4)
+    actions, logprobs = dist.sample(logits)
+    freq = torch.bincount(actions, minlength=4).float() / len(actions)
+    torch.testing.assert_close(freq, probs, atol=5e-3, rtol=0)
+    torch.testing.assert_close(logprobs, probs.log()[actions])

@@ -66,6 +66,7 @@ class RunLogger:
         self.console = console
         self.log_interval = log_interval
         self.recent_returns: deque[float] = deque(maxlen=20)
+        self.last_episodes: list[tuple[float, int]] = []  # (return, length) of episodes ended in the last update
         self._start_time = time.perf_counter()
         self._start_step = start_step
         self._csv_file = None
@@ -92,6 +93,7 @@ class RunLogger:
         row: dict[str, float] = {"global_step": global_step, "update": update, "time_elapsed": process_uptime()}
         row["charts/SPS"] = (global_step - self._start_step) / max(elapsed, 1e-9)
         row["charts/episodes"] = len(episodes)
+        self.last_episodes = list(episodes)
         if episodes:
             row["charts/episodic_return"] = sum(r for r, _ in episodes) / len(episodes)
             row["charts/episodic_length"] = sum(n for _, n in episodes) / len(episodes)

@@ -24,6 +24,8 @@ from ppokit.logging import RunLogger
 
 # callback(metrics) -> False stops training after the current update
 Callback = Callable[[dict[str, float]], Any]
+# what the minibatch update reads; the rest of the rollout stays out of its indexing
+_UPDATE_FIELDS = ("obs", "actions", "logprobs", "values", "advantages", "returns")
 
 
 def resolve_config(env: EnvSource | None, config: PPOConfig | dict | None) -> PPOConfig:
@@ -112,7 +114,7 @@ class PPO:
                     lambda mb: self.policy.evaluate(mb["obs"], mb["actions"]),
                     self.optimizer,
                     self.policy.parameters(),
-                    rollout.flatten(),
+                    {k: v for k, v in rollout.flatten().items() if k in _UPDATE_FIELDS},
                     self._update_settings(clip_range),
                 )
                 self.global_step = self.collector.global_step
@@ -179,7 +181,7 @@ class PPO:
             if deterministic:
                 actions = self.policy.deterministic_action(prepared)
             else:
-                actions = self.policy.act(prepared)[0]
+                actions = self.policy.sample(prepared)
         env_actions = self.policy.actions_to_env(actions)
         return env_actions[0] if single else env_actions
 

@@ -19,6 +19,17 @@ from ppokit.gym.spaces import check_action_space
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
+def _inverse_cdf_sample(probs: torch.Tensor) -> torch.Tensor:
+    """One categorical sample per row: the first index whose cumulative probability exceeds u ~ U[0, 1).
+
+    Same distribution as torch.multinomial, at a fraction of its per-call cost on small batches.
+    """
+    cdf = probs.cumsum(-1)
+    u = torch.rand(probs.shape[:-1] + (1,), dtype=probs.dtype, device=probs.device)
+    # clamp: rounding can leave the last cumulative value a hair below u
+    return (cdf <= u).sum(-1).clamp_(max=probs.shape[-1] - 1)
+
+
 class Categorical:
     def __init__(self, space: gym.spaces.Discrete):
         self.param_size = int(space.n)
@@ -28,7 +39,7 @@ class Categorical:
 
     def sample(self, logits):
         log_probs = F.log_softmax(logits, dim=-1)
-        actions = torch.multinomial(log_probs.exp(), 1)
+        actions = _inverse_cdf_sample(log_probs.exp()).unsqueeze(-1)
         return actions.squeeze(-1), log_probs.gather(-1, actions).squeeze(-1)
 
     def log_prob(self, logits, actions):
@@ -65,7 +76,7 @@ class MultiCategorical:
 
     def sample(self, logits):
         parts = self._split(logits)
-        actions = torch.stack([torch.multinomial(lp.exp(), 1).squeeze(-1) for lp in parts], dim=-1)
+        actions = torch.stack([_inverse_cdf_sample(lp.exp()) for lp in parts], dim=-1)
         return actions, self._log_prob_from(parts, actions)
 
     def _log_prob_from(self, parts, actions):

@@ -60,14 +60,22 @@ class ActorCritic(nn.Module):
         return self.obs_normalizer(self.encoder(raw_obs), update=update_stats)
 
     @torch.inference_mode()
-    def act(self, obs: torch.Tensor):
-        """Sample actions for normalized observations: (actions, log-probs, values)."""
+    def sample(self, obs: torch.Tensor) -> torch.Tensor:
+        """Sample actions for normalized observations (actor only: rollouts score them later in one batch)."""
         params = self.actor(obs)
         if self.continuous:
-            actions, logprob = self.dist.sample(params, self.log_std)
-        else:
-            actions, logprob = self.dist.sample(params)
-        return actions, logprob, self.critic(obs).squeeze(-1)
+            return self.dist.sample(params, self.log_std)[0]
+        return self.dist.sample(params)[0]
+
+    @torch.no_grad()
+    def score(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probs, values) of a whole rollout in one forward pass.
+
+        Batched like the update's minibatches, so the update's first ratio is exactly 1 (a batch of one
+        row can round differently in the last bit than a batch of many).
+        """
+        logprob, _, values = self.evaluate(obs, actions)
+        return logprob, values
 
     @torch.inference_mode()
     def value(self, obs: torch.Tensor) -> torch.Tensor:

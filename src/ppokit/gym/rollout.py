@@ -56,11 +56,9 @@ class RolloutCollector:
         self.truncated.zero_()
         for t in range(self.n_steps):
             obs = policy.prepare(self.next_raw_obs, update_stats=True)
-            actions, logprobs, values = policy.act(obs)
+            actions = policy.sample(obs)
             self.obs[t] = obs
             self.actions[t] = actions
-            self.logprobs[t] = logprobs
-            self.values[t] = values
 
             next_obs, rewards, terminated, truncated, infos = self._step(policy.actions_to_env(actions))
             self._check_obs(next_obs, "step()")
@@ -88,6 +86,10 @@ class RolloutCollector:
             self.next_raw_obs = next_obs
             self.global_step += self.n_envs
 
+        steps = self.n_steps * self.n_envs
+        logprobs, values = policy.score(self.obs.reshape(steps, -1), self.actions.reshape(steps, *self.actions.shape[2:]))
+        self.logprobs.copy_(logprobs.reshape(self.n_steps, self.n_envs))
+        self.values.copy_(values.reshape(self.n_steps, self.n_envs))
         last_value = policy.value(policy.prepare(self.next_raw_obs))
         next_values = torch.where(self.truncated, self.truncated_values, next_values_from(self.values, last_value))
         # Without bootstrapping, a time-limit cut is treated as if the episode had really ended.

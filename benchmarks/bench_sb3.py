@@ -1,0 +1,119 @@
+"""ppokit vs Stable-Baselines3, side by side: same env, hyperparameters (ppokit's preset), step budget, seeds.
+
+Each run is a fresh process (benchmarks/run_one.py); the libraries alternate seed by seed so drifts
+in machine speed hit both alike. Writes benchmarks/results/sb3_comparison.md and .png.
+
+    python benchmarks/bench_sb3.py [--seeds 0 1 2] [--envs CartPole-v1 Pendulum-v1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def run(lib: str, env: str, seed: int, raw: Path) -> dict:
+    out = raw / f"{env}-{lib}-seed{seed}.json"
+    subprocess.run([sys.executable, str(HERE / "run_one.py"), "--lib", lib, "--env", env, "--seed", str(seed), "--out", str(out)], check=True)
+    return json.loads(out.read_text())
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, spec=",.0f"):
+    return "-" if value is None else format(value, spec)
+
+
+def write_table(results: dict, seeds: list[int], path: Path) -> None:
+    lines = [
+        "# ppokit vs Stable-Baselines3 (side by side)",
+        "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `python benchmarks/bench_sb3.py`. Both libraries use ppokit's preset",
+        "hyperparameters for the env, the same step budget, seeds " + ", ".join(map(str, seeds)) + ", one torch thread, a fresh",
+        "process per run, alternating. Medians over seeds. SPS = env steps / training seconds. 'to threshold' = first",
+        "moment the mean of the last 20 training episodes reaches it (CartPole 475, Pendulum -250); seconds counted from",
+        "process start. Final eval = mean of 20 deterministic episodes with the same evaluation code for both.",
+        "",
+        "| env | library | SPS (median) | SPS ratio ppokit/SB3 | seconds to threshold | steps to threshold | final eval (median) | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for env, by_lib in results.items():
+        sps = {lib: median([r["sps"] for r in runs]) for lib, runs in by_lib.items()}
+        for lib, runs in by_lib.items():
+            ratio = f"{sps['ppokit'] / sps['sb3']:.2f}x" if lib == "ppokit" and "sb3" in sps else ""
+            reached = [r for r in runs if r["seconds_to_threshold"] is not None]
+            lines.append(
+                f"| {env} | {lib} | {fmt(sps[lib])} | {ratio} | {fmt(median([r['seconds_to_threshold'] for r in runs]), '.1f')} "
+                f"({len(reached)}/{len(runs)} reached) | {fmt(median([r['steps_to_threshold'] for r in runs]))} | "
+                f"{fmt(median([r['final_eval'] for r in runs]), '.1f')} | {fmt(median([r['peak_rss_mb'] for r in runs]))} |"
+            )
+    lines += ["", "Per run:", "", "| env | library | seed | SPS | seconds to threshold | final eval |", "|---|---|---|---|---|---|"]
+    for env, by_lib in results.items():
+        for lib, runs in by_lib.items():
+            for r in runs:
+                lines.append(f"| {env} | {lib} | {r['seed']} | {fmt(r['sps'])} | {fmt(r['seconds_to_threshold'], '.1f')} | {r['final_eval']:.1f} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.2), squeeze=False)
+    for ax, (env, by_lib) in zip(axes[0], results.items()):
+        for lib, runs in by_lib.items():
+            budget = max(r["steps"] for r in runs)
+            grid = np.linspace(0, budget, 200)
+            curves = []
+            for r in runs:
+                if r["curve"]:
+                    steps, _, means = zip(*r["curve"])
+                    curves.append(np.interp(grid, steps, means, left=np.nan))
+            if not curves:
+                continue
+            stacked = np.array(curves)
+            ax.plot(grid, np.nanmedian(stacked, 0), label=f"{lib} (median of {len(curves)})")
+            ax.fill_between(grid, np.nanmin(stacked, 0), np.nanmax(stacked, 0), alpha=0.2)
+        ax.set_title(env)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("mean return of last 20 training episodes")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--envs", nargs="+", default=["CartPole-v1", "Pendulum-v1"])
+    args = parser.parse_args()
+    raw = RESULTS / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, list[dict]]] = {}
+    for env in args.envs:
+        results[env] = {"ppokit": [], "sb3": []}
+        for seed in args.seeds:
+            for lib in (("ppokit", "sb3") if seed % 2 == 0 else ("sb3", "ppokit")):
+                results[env][lib].append(run(lib, env, seed, raw))
+    write_table(results, args.seeds, RESULTS / "sb3_comparison.md")
+    write_plot(results, RESULTS / "sb3_comparison.png")
+    print((RESULTS / "sb3_comparison.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

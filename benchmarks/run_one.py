@@ -1,0 +1,144 @@
+"""One training run of ppokit or Stable-Baselines3 with a ppokit preset's hyperparameters.
+
+Run in a fresh process per (library, env, seed) so that start-up costs and memory are measured alike.
+Writes a JSON with the learning curve, SPS, time and steps to the threshold and the final evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import deque
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from ppokit.gym.presets import load_preset  # noqa: E402
+from ppokit.logging import process_uptime  # noqa: E402
+
+THRESHOLDS = {"CartPole-v1": 475.0, "Pendulum-v1": -250.0}
+
+
+class Curve:
+    """Mean of the last 20 training episodes, sampled whenever an episode ends."""
+
+    def __init__(self, threshold: float):
+        self.recent: deque[float] = deque(maxlen=20)
+        self.points: list[tuple[int, float, float]] = []  # (step, seconds since process start, mean of last 20)
+        self.threshold = threshold
+        self.reached: tuple[int, float] | None = None
+
+    def add(self, step: int, episode_return: float) -> None:
+        self.recent.append(episode_return)
+        if len(self.recent) < self.recent.maxlen:
+            return
+        mean, now = float(np.mean(self.recent)), process_uptime()
+        self.points.append((step, now, mean))
+        if self.reached is None and mean >= self.threshold:
+            self.reached = (step, now)
+
+
+def run_ppokit(env_id: str, seed: int, config: dict, curve: Curve):
+    from ppokit import PPO
+
+    agent = PPO(env_id, config | {"seed": seed}, verbose=False, progress_bar=False)
+    def on_update(metrics):
+        for episode_return, _length in agent.logger.last_episodes:
+            curve.add(int(metrics["global_step"]), episode_return)
+
+    started = time.perf_counter()
+    agent.learn(callback=on_update)
+    seconds = time.perf_counter() - started
+    return agent.global_step, seconds, lambda obs: agent.predict(obs, deterministic=True)
+
+
+def run_sb3(env_id: str, seed: int, config: dict, curve: Curve):
+    from stable_baselines3 import PPO as SB3PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    torch.set_num_threads(1)
+
+    def schedule(value, kind):
+        return (lambda progress_remaining: progress_remaining * value) if kind == "linear" else value
+
+    class EpisodeCurve(BaseCallback):
+        def _on_step(self) -> bool:
+            for info in self.locals["infos"]:
+                if "episode" in info:
+                    curve.add(self.num_timesteps, float(info["episode"]["r"]))
+            return True
+
+    activation = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[config.get("activation", "tanh")]
+    hidden = config.get("hidden_sizes", [64, 64])
+    env = make_vec_env(env_id, n_envs=config["n_envs"], seed=seed)
+    model = SB3PPO(
+        "MlpPolicy", env, seed=seed, device="cpu", verbose=0,
+        n_steps=config["n_steps"], batch_size=config.get("minibatch_size", 64), n_epochs=config.get("n_epochs", 10),
+        gamma=config.get("gamma", 0.99), gae_lambda=config.get("gae_lambda", 0.95),
+        learning_rate=schedule(config.get("learning_rate", 3e-4), config.get("lr_schedule", "constant")),
+        clip_range=schedule(config.get("clip_range", 0.2), config.get("clip_schedule", "constant")),
+        clip_range_vf=config.get("clip_range_vf"), ent_coef=config.get("ent_coef", 0.0), vf_coef=config.get("vf_coef", 0.5),
+        max_grad_norm=config.get("max_grad_norm", 0.5), target_kl=config.get("target_kl"),
+        policy_kwargs=dict(net_arch=dict(pi=hidden, vf=hidden), activation_fn=activation,
+                           ortho_init=config.get("ortho_init", True), log_std_init=config.get("log_std_init", 0.0)),
+    )
+    started = time.perf_counter()
+    model.learn(total_timesteps=config["total_steps"], callback=EpisodeCurve())
+    seconds = time.perf_counter() - started
+    return model.num_timesteps, seconds, lambda obs: model.predict(obs, deterministic=True)[0]
+
+
+def evaluate(env_id: str, act, episodes: int = 20, seed: int = 10_000) -> float:
+    """The same evaluation for both libraries: exactly ``episodes`` deterministic episodes."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    returns = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        done, total = False, 0.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(act(obs[None])[0])
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    return float(np.mean(returns))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lib", choices=["ppokit", "sb3"], required=True)
+    parser.add_argument("--env", required=True)
+    parser.add_argument("--preset", help="ppokit preset whose hyperparameters both libraries use (default: --env)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    config = load_preset(args.preset or args.env)[1]
+    curve = Curve(THRESHOLDS.get(args.env, float("inf")))
+    runner = run_ppokit if args.lib == "ppokit" else run_sb3
+    steps, seconds, act = runner(args.env, args.seed, config, curve)
+    import resource
+
+    result = {
+        "lib": args.lib, "env": args.env, "seed": args.seed, "steps": steps, "train_seconds": seconds,
+        "sps": steps / seconds,
+        "steps_to_threshold": curve.reached[0] if curve.reached else None,
+        "seconds_to_threshold": curve.reached[1] if curve.reached else None,
+        "final_eval": evaluate(args.env, act),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "curve": curve.points,
+    }
+    with open(args.out, "w") as f:
+        json.dump(result, f)
+    print(f"{args.lib:7s} {args.env:12s} seed {args.seed}: {result['sps']:,.0f} SPS, eval {result['final_eval']:.1f}, "
+          f"to threshold {result['seconds_to_threshold']} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
