@@ -1,6 +1,7 @@
 """Action distributions for each supported action space, as plain tensor functions.
 
-Each turns the actor's output ("params") into samples, log-probabilities, entropies and the mode,
+Each turns the actor's output ("params") into samples (with their log-probabilities), the
+log-probabilities and entropies of given actions, and the mode,
 and converts sampled actions into what the env accepts. Sampled actions are stored unclipped;
 only ``to_env`` clips Box actions to the bounds.
 """
@@ -42,13 +43,6 @@ class Categorical:
         actions = _inverse_cdf_sample(log_probs.exp()).unsqueeze(-1)
         return actions.squeeze(-1), log_probs.gather(-1, actions).squeeze(-1)
 
-    def log_prob(self, logits, actions):
-        return F.log_softmax(logits, dim=-1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-
-    def entropy(self, logits):
-        log_probs = F.log_softmax(logits, dim=-1)
-        return -(log_probs.exp() * log_probs).sum(-1)
-
     def log_prob_entropy(self, logits, actions):
         log_probs = F.log_softmax(logits, dim=-1)
         chosen = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
@@ -81,12 +75,6 @@ class MultiCategorical:
 
     def _log_prob_from(self, parts, actions):
         return sum(lp.gather(-1, actions[..., i : i + 1].long()).squeeze(-1) for i, lp in enumerate(parts))
-
-    def log_prob(self, logits, actions):
-        return self._log_prob_from(self._split(logits), actions)
-
-    def entropy(self, logits):
-        return sum(-(lp.exp() * lp).sum(-1) for lp in self._split(logits))
 
     def log_prob_entropy(self, logits, actions):
         parts = self._split(logits)
