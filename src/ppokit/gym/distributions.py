@@ -1,7 +1,7 @@
 """Action distributions for each supported action space, as plain tensor functions.
 
-Each turns the actor's output ("params") into samples (with their log-probabilities), the
-log-probabilities and entropies of given actions, and the mode,
+Each turns the actor's output ("params") into samples, the log-probabilities and entropies of
+given actions, and the mode,
 and converts sampled actions into what the env accepts. Sampled actions are stored unclipped;
 only ``to_env`` clips Box actions to the bounds.
 """
@@ -39,9 +39,7 @@ class Categorical:
         self._start = int(space.start)
 
     def sample(self, logits):
-        log_probs = F.log_softmax(logits, dim=-1)
-        actions = _inverse_cdf_sample(log_probs.exp()).unsqueeze(-1)
-        return actions.squeeze(-1), log_probs.gather(-1, actions).squeeze(-1)
+        return _inverse_cdf_sample(torch.softmax(logits, dim=-1))
 
     def log_prob_entropy(self, logits, actions):
         log_probs = F.log_softmax(logits, dim=-1)
@@ -69,9 +67,7 @@ class MultiCategorical:
         return [F.log_softmax(part, dim=-1) for part in torch.split(logits, self.sizes, dim=-1)]
 
     def sample(self, logits):
-        parts = self._split(logits)
-        actions = torch.stack([_inverse_cdf_sample(lp.exp()) for lp in parts], dim=-1)
-        return actions, self._log_prob_from(parts, actions)
+        return torch.stack([_inverse_cdf_sample(torch.softmax(part, dim=-1)) for part in torch.split(logits, self.sizes, dim=-1)], dim=-1)
 
     def _log_prob_from(self, parts, actions):
         return sum(lp.gather(-1, actions[..., i : i + 1].long()).squeeze(-1) for i, lp in enumerate(parts))
@@ -96,8 +92,7 @@ class Bernoulli:
         self.action_dtype = torch.float32
 
     def sample(self, logits):
-        actions = torch.bernoulli(torch.sigmoid(logits))
-        return actions, self.log_prob(logits, actions)
+        return torch.bernoulli(torch.sigmoid(logits))
 
     def log_prob(self, logits, actions):
         return -F.binary_cross_entropy_with_logits(logits, actions, reduction="none").sum(-1)
@@ -129,8 +124,7 @@ class DiagGaussian:
         self._env_dtype = space.dtype
 
     def sample(self, mean, log_std):
-        actions = mean + log_std.exp() * torch.randn_like(mean)
-        return actions, self.log_prob(mean, log_std, actions)
+        return mean + log_std.exp() * torch.randn_like(mean)
 
     def log_prob(self, mean, log_std, actions):
         z = (actions - mean) * torch.exp(-log_std)

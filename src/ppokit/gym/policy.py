@@ -64,8 +64,8 @@ class ActorCritic(nn.Module):
         """Sample actions for normalized observations (actor only: rollouts score them later in one batch)."""
         params = self.actor(obs)
         if self.continuous:
-            return self.dist.sample(params, self.log_std)[0]
-        return self.dist.sample(params)[0]
+            return self.dist.sample(params, self.log_std)
+        return self.dist.sample(params)
 
     @torch.no_grad()
     def score(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
