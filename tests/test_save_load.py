@@ -3,7 +3,6 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
 from ppokit import PPO
 from ppokit.errors import CheckpointError
@@ -25,13 +24,13 @@ def _observations(env_id, n=100, seed=0):
 @pytest.mark.parametrize("env_id", ["Pendulum-v1", "CartPole-v1"])
 def test_save_load_gives_identical_deterministic_actions(tmp_path, env_id):
     agent = _trained(env_id)
-    assert agent.policy.obs_normalizer.stats.count.item() > 500  # statistics really moved
+    assert float(agent.policy.obs_normalizer.stats.count) > 500  # statistics really moved
     agent.save(tmp_path)
     loaded = PPO.load(tmp_path)
     obs = _observations(env_id)
     np.testing.assert_array_equal(agent.predict(obs, deterministic=True), loaded.predict(obs, deterministic=True))
-    for name, tensor in agent.policy.state_dict().items():
-        assert torch.equal(tensor, loaded.policy.state_dict()[name]), name
+    for name, array in agent.policy.state_dict().items():
+        np.testing.assert_array_equal(array, loaded.policy.state_dict()[name], err_msg=name)
     assert loaded.config == agent.config
     assert loaded.env_id == env_id
 

@@ -2,7 +2,7 @@
 
 import gymnasium as gym
 import pytest
-import torch
+import numpy as np
 
 from envs import ConstantRewardEnv
 from ppokit import PPO
@@ -18,7 +18,7 @@ def _learned_value(bootstrap: bool) -> float:
     }
     agent = PPO(lambda: gym.wrappers.TimeLimit(ConstantRewardEnv(), max_episode_steps=20), config, verbose=False, progress_bar=False)
     agent.learn()
-    return float(agent.policy.value(torch.zeros(1, 1)))
+    return float(agent.policy.value(np.zeros((1, 1), dtype=np.float32))[0])
 
 
 def test_truncation_is_bootstrapped():

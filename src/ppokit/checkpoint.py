@@ -12,9 +12,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.numpy import load_file, save_file
 
 import ppokit
 from ppokit.errors import CheckpointError
@@ -25,17 +25,17 @@ WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 
 
-def save_model(directory: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+def save_model(directory: str | Path, state_dict: dict[str, np.ndarray], metadata: dict[str, Any]) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {name: t.detach().contiguous().clone() for name, t in state_dict.items()}
+    tensors = {name: np.array(array, order="C") for name, array in state_dict.items()}  # a copy: 0-d stays 0-d
     meta = {"format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "ppokit_version": ppokit.__version__, **metadata}
     _atomic_write(directory / WEIGHTS_FILE, lambda path: save_file(tensors, str(path), metadata={"format": MODEL_FORMAT}))
     _atomic_write(directory / META_FILE, lambda path: Path(path).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n"))
     return directory
 
 
-def load_model(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_model(directory: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read and check a saved model: returns (tensors, metadata) or raises a CheckpointError."""
     directory = Path(directory)
     meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
@@ -60,7 +60,7 @@ def load_model(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return tensors, meta
 
 
-def check_state_dict(expected: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor], source: str) -> None:
+def check_state_dict(expected: dict[str, np.ndarray], loaded: dict[str, np.ndarray], source: str) -> None:
     """Every tensor present with the shape and dtype the config implies, and nothing else."""
     missing = sorted(set(expected) - set(loaded))
     unexpected = sorted(set(loaded) - set(expected))

@@ -94,8 +94,11 @@ class PPOConfig:
     # --- run ---
     seed: int = 0
     """Seed of torch, numpy, the envs and their action spaces."""
+    engine: Literal["numpy", "torch"] = "numpy"
+    """What scores rollouts and runs the update: 'numpy' (hand-written gradients, fastest for these
+    MLPs) or 'torch' (autograd through ppokit.core, the reference path)."""
     torch_threads: int = 1
-    """Threads torch may use; small networks run fastest on one."""
+    """Threads torch may use with engine 'torch'; small networks run fastest on one."""
     eval_episodes: int = 20
     """Episodes of the evaluation at the end of `ppokit train`."""
     log_interval: int = 1

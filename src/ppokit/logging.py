@@ -81,9 +81,7 @@ class RunLogger:
             if new_file:
                 self._csv.writeheader()
             if tensorboard:
-                from torch.utils.tensorboard import SummaryWriter  # heavy import: only when used
-
-                self._tb = SummaryWriter(log_dir=str(self.run_dir))
+                self._tb = ScalarWriter(self.run_dir)
         show = sys.stderr.isatty() if progress is None else progress
         self._bar = tqdm(total=total_steps, initial=start_step, unit="step", unit_scale=True, disable=not show, dynamic_ncols=True)
 
@@ -138,6 +136,25 @@ class RunLogger:
             self._csv_file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+class ScalarWriter:
+    """TensorBoard scalars through the tensorboard package's own event writer (no torch import needed)."""
+
+    def __init__(self, log_dir: Path):
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self._event, self._summary = Event, Summary
+        self._writer = EventFileWriter(str(log_dir))
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        summary = self._summary(value=[self._summary.Value(tag=tag, simple_value=float(value))])
+        self._writer.add_event(self._event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 def _fmt(value):

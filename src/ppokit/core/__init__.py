@@ -1,43 +1,42 @@
 """The PPO core: advantages, losses, the minibatch update and schedules.
 
-Works on time-major [T, B] tensors plus a mask and imports torch only, so the Gymnasium and the
-language-model front ends share one implementation.
+Works on time-major [T, B] tensors plus a mask and depends on torch only, so the Gymnasium and the
+language-model front ends share one implementation. Names are imported on first use: GAE, the
+schedules and the update settings also run on numpy arrays, and a numpy-only caller should not pay
+for importing torch.
 """
 
-from ppokit.core.advantages import gae, gae_reference, next_values_from
-from ppokit.core.batch import RolloutBatch
-from ppokit.core.losses import (
-    clipped_surrogate,
-    entropy_bonus,
-    explained_variance,
-    kl_k1,
-    kl_k3,
-    masked_mean,
-    masked_var,
-    masked_whiten,
-    value_loss,
-)
-from ppokit.core.schedules import Schedule, constant, linear, make_schedule
-from ppokit.core.update import UpdateSettings, ppo_update
+import importlib
 
-__all__ = [
-    "RolloutBatch",
-    "gae",
-    "gae_reference",
-    "next_values_from",
-    "clipped_surrogate",
-    "value_loss",
-    "entropy_bonus",
-    "explained_variance",
-    "kl_k1",
-    "kl_k3",
-    "masked_mean",
-    "masked_var",
-    "masked_whiten",
-    "Schedule",
-    "constant",
-    "linear",
-    "make_schedule",
-    "UpdateSettings",
-    "ppo_update",
-]
+_EXPORTS = {
+    "gae": "advantages",
+    "gae_reference": "advantages",
+    "next_values_from": "advantages",
+    "RolloutBatch": "batch",
+    "minibatch_indices": "batch",
+    "clipped_surrogate": "losses",
+    "value_loss": "losses",
+    "entropy_bonus": "losses",
+    "explained_variance": "losses",
+    "kl_k1": "losses",
+    "kl_k3": "losses",
+    "masked_mean": "losses",
+    "masked_var": "losses",
+    "masked_whiten": "losses",
+    "Schedule": "schedules",
+    "constant": "schedules",
+    "linear": "schedules",
+    "make_schedule": "schedules",
+    "UpdateSettings": "settings",
+    "ppo_update": "update",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ppokit.core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"ppokit.core.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

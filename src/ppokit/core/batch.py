@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -12,7 +14,8 @@ class RolloutBatch:
     """Time-major rollout data.
 
     Every tensor in ``fields`` has shape [T, B, ...]. ``mask`` is [T, B] with 1 for real steps and
-    0 for padding (language-model responses shorter than T); Gymnasium rollouts are all ones.
+    0 for padding (language-model responses shorter than T, or the reset steps of vector envs that
+    reset on the step after an episode ends). The fields may be torch tensors or numpy arrays.
     """
 
     fields: dict[str, torch.Tensor]
@@ -56,8 +59,10 @@ class RolloutBatch:
         return out
 
 
-def minibatch_indices(num_samples: int, minibatch_size: int, generator: torch.Generator | None = None):
-    """Yield index tensors covering a fresh random permutation of the samples once."""
-    perm = torch.randperm(num_samples, generator=generator)
+def minibatch_indices(num_samples: int, minibatch_size: int, generator: torch.Generator | None = None, permutation: torch.Tensor | None = None):
+    """Yield index tensors covering ``permutation`` (default: a fresh random one) of the samples once."""
+    import torch
+
+    perm = torch.randperm(num_samples, generator=generator) if permutation is None else permutation
     for start in range(0, num_samples, minibatch_size):
         yield perm[start : start + minibatch_size]

@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
 
 from ppokit.core.batch import minibatch_indices
-from ppokit.core.losses import clipped_surrogate, entropy_bonus, masked_mean, masked_whiten, value_loss
+from ppokit.core.losses import clipped_surrogate, entropy_bonus, masked_whiten, value_loss
+from ppokit.core.settings import UpdateSettings
 
 # evaluate(minibatch) -> (new log-probs, entropies, new values), each shaped like minibatch["logprobs"]
 EvaluateFn = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-
-
-@dataclass
-class UpdateSettings:
-    n_epochs: int
-    minibatch_size: int
-    clip_range: float
-    clip_range_vf: float | None = None
-    ent_coef: float = 0.0
-    vf_coef: float = 0.5
-    max_grad_norm: float | None = 0.5
-    target_kl: float | None = None
-    normalize_advantage: bool = True
-    grad_accum_steps: int = 1
 
 
 def ppo_update(
@@ -36,12 +22,15 @@ def ppo_update(
     samples: dict[str, torch.Tensor],
     settings: UpdateSettings,
     generator: torch.Generator | None = None,
+    order: Callable[[int], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Run the PPO optimization on ``samples`` and return averaged statistics.
 
     ``samples`` holds tensors whose first axis is the sample axis (flattened steps for Gymnasium,
     sequences for language models): ``logprobs``, ``values``, ``advantages``, ``returns``, anything
-    ``evaluate`` needs, and optionally ``mask``.
+    ``evaluate`` needs, and optionally ``mask``. ``order(epoch)``, if given, is the permutation of
+    the samples for that epoch (a caller that scored the samples in the first epoch's minibatch
+    layout passes it, so the first ratio is exactly 1); otherwise ``generator`` draws them.
     """
     parameters = [p for p in parameters if p.requires_grad]
     num_samples = samples["advantages"].shape[0]
@@ -51,8 +40,9 @@ def ppo_update(
     stopped_early = False
     grad_norm_total = 0.0
 
-    for _epoch in range(settings.n_epochs):
-        for indices in minibatch_indices(num_samples, settings.minibatch_size, generator):
+    for epoch in range(settings.n_epochs):
+        permutation = order(epoch) if order is not None else None
+        for indices in minibatch_indices(num_samples, settings.minibatch_size, generator, permutation):
             minibatch = {name: tensor[indices] for name, tensor in samples.items()}
             stats = _minibatch_step(evaluate, optimizer, parameters, minibatch, settings)
             if stats is None:  # target-KL stop: this minibatch was not applied

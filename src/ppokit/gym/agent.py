@@ -9,14 +9,16 @@ from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from ppokit.checkpoint import check_state_dict, load_model, save_model
 from ppokit.config import PPOConfig
-from ppokit.core import UpdateSettings, explained_variance, gae, make_schedule, ppo_update
+from ppokit.core.advantages import gae, next_values_from
+from ppokit.core.schedules import make_schedule
+from ppokit.core.settings import UpdateSettings
 from ppokit.errors import CheckpointError, ConfigError
 from ppokit.gym.envs import EnvSource, describe, make_env, make_vector_env
-from ppokit.gym.policy import ActorCritic
+from ppokit.gym.numpy_engine import NumpyEngine
+from ppokit.gym.policy import Policy
 from ppokit.gym.presets import has_preset, load_preset
 from ppokit.gym.rollout import RolloutCollector
 from ppokit.gym.spaces import space_from_json, space_to_json
@@ -24,8 +26,6 @@ from ppokit.logging import RunLogger
 
 # callback(metrics) -> False stops training after the current update
 Callback = Callable[[dict[str, float]], Any]
-# what the minibatch update reads; the rest of the rollout stays out of its indexing
-_UPDATE_FIELDS = ("obs", "actions", "logprobs", "values", "advantages", "returns")
 
 
 def resolve_config(env: EnvSource | None, config: PPOConfig | dict | None) -> PPOConfig:
@@ -56,10 +56,16 @@ class PPO:
 
     def _setup(self, observation_space, action_space, run_dir, progress_bar, verbose) -> None:
         config = self.config
-        torch.set_num_threads(config.torch_threads)
-        _seed_everything(config.seed)
-        self.policy = ActorCritic(observation_space, action_space, config)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate, eps=config.adam_eps, fused=True)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        # separate streams: actions, minibatch order, initial weights, predict() sampling
+        action_seed, shuffle_seed, init_seed, predict_seed = np.random.SeedSequence(config.seed).spawn(4)
+        self.rng = np.random.default_rng(action_seed)
+        self.shuffle_rng = np.random.default_rng(shuffle_seed)
+        self.predict_rng = np.random.default_rng(predict_seed)
+        self.policy = Policy(observation_space, action_space, config)
+        self.policy.params.initialize(np.random.default_rng(init_seed), config.ortho_init, config.log_std_init)
+        self.engine = make_engine(self.policy, config)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress_bar = progress_bar
         self.verbose = verbose
@@ -103,20 +109,8 @@ class PPO:
             for update in range(n_updates):
                 progress = update / n_updates
                 learning_rate, clip_range = lr_at(progress), clip_at(progress)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = learning_rate
-
-                rollout, episodes = self.collector.collect()
-                advantages, returns = gae(rollout["rewards"], rollout["values"], rollout["next_values"],
-                                          rollout["terminated"], rollout["dones"], config.gamma, config.gae_lambda)
-                rollout["advantages"], rollout["returns"] = advantages, returns
-                stats = ppo_update(
-                    lambda mb: self.policy.evaluate(mb["obs"], mb["actions"]),
-                    self.optimizer,
-                    self.policy.parameters(),
-                    {k: v for k, v in rollout.flatten().items() if k in _UPDATE_FIELDS},
-                    self._update_settings(clip_range),
-                )
+                self.engine.set_learning_rate(learning_rate)
+                stats, explained, episodes = self._train_on_rollout(self._update_settings(clip_range))
                 self.global_step = self.collector.global_step
                 self.num_updates += 1
 
@@ -129,7 +123,7 @@ class PPO:
                     "losses/old_approx_kl": stats["old_approx_kl"],
                     "losses/approx_kl": stats["approx_kl"],
                     "losses/clipfrac": stats["clipfrac"],
-                    "losses/explained_variance": explained_variance(rollout["values"], returns),
+                    "losses/explained_variance": explained,
                     "losses/grad_norm": stats["grad_norm"],
                     "debug/first_ratio_deviation": stats["first_ratio_deviation"],
                     "debug/stopped_early": stats["stopped_early"],
@@ -140,6 +134,33 @@ class PPO:
         finally:
             self.logger.close()
         return self
+
+    def _train_on_rollout(self, settings: UpdateSettings) -> tuple[dict[str, float], float, list[tuple[float, int]]]:
+        """Collect a rollout, score it, compute advantages and run the update.
+
+        Returns the update's statistics, the explained variance and the episodes that finished.
+        """
+        config = self.config
+        rollout, last_value, episodes = self.collector.collect()
+        flat = rollout.flatten()
+        num_steps, num_envs = rollout.num_steps, rollout.num_envs
+        # reset steps of NEXT_STEP envs (mask 0) are left out of the update altogether
+        keep = None if rollout.mask is None else np.flatnonzero(flat["mask"])
+        obs, actions = (flat["obs"], flat["actions"]) if keep is None else (flat["obs"][keep], flat["actions"][keep])
+        first_order = self.shuffle_rng.permutation(len(obs))
+        logprobs, kept_values = score_in_minibatches(self.engine, obs, actions, first_order, config.minibatch_size)
+        values = kept_values if keep is None else np.zeros(num_steps * num_envs, dtype=np.float32)
+        if keep is not None:
+            values[keep] = kept_values
+        values = values.reshape(num_steps, num_envs)
+        next_values = np.where(rollout["truncated"], rollout["truncated_values"], next_values_from(values, last_value))
+        advantages, returns = gae(rollout["rewards"], values, next_values, rollout["terminated"], rollout["dones"], config.gamma, config.gae_lambda)
+        samples = {"obs": obs, "actions": actions, "logprobs": logprobs, "values": kept_values,
+                   "advantages": advantages.reshape(-1), "returns": returns.reshape(-1)}
+        if keep is not None:
+            samples["advantages"], samples["returns"] = samples["advantages"][keep], samples["returns"][keep]
+        stats = self.engine.update(samples, settings, lambda epoch: first_order if epoch == 0 else self.shuffle_rng.permutation(len(obs)))
+        return stats, explained_variance(samples["values"], samples["returns"]), episodes
 
     def _update_settings(self, clip_range: float) -> UpdateSettings:
         c = self.config
@@ -152,7 +173,7 @@ class PPO:
             return
         self.envs = make_vector_env(self.env_source, self.config.n_envs, self.config.vec_env, self.config.env_kwargs)
         self._check_spaces_match(self.envs.single_observation_space, self.envs.single_action_space)
-        self.collector = RolloutCollector(self.envs, self.policy, self.config.n_steps, describe(self.env_source),
+        self.collector = RolloutCollector(self.envs, self.policy, self.config.n_steps, describe(self.env_source), self.rng,
                                           bootstrap_truncated=self.config.bootstrap_truncated)
         self.collector.global_step = self.global_step
         self.collector.reset(seed=self.config.seed)
@@ -176,12 +197,8 @@ class PPO:
         obs = np.asarray(observation)
         single = obs.shape == self.observation_space.shape
         batch = obs[None] if single else obs
-        with torch.inference_mode():
-            prepared = self.policy.prepare(batch)
-            if deterministic:
-                actions = self.policy.deterministic_action(prepared)
-            else:
-                actions = self.policy.sample(prepared)
+        prepared = self.policy.prepare(batch)
+        actions = self.policy.mode(prepared) if deterministic else self.policy.sample(prepared, self.predict_rng)
         env_actions = self.policy.actions_to_env(actions)
         return env_actions[0] if single else env_actions
 
@@ -213,12 +230,36 @@ class PPO:
         agent.config = config
         agent._setup(observation_space, action_space, run_dir, progress_bar, verbose)
         check_state_dict(agent.policy.state_dict(), tensors, source)
-        agent.policy.load_state_dict(tensors)
+        agent.policy.params.load_state_dict(tensors)
         agent.global_step = int(meta.get("global_step", 0))
         return agent
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def make_engine(policy: Policy, config: PPOConfig):
+    """The compute engine that scores rollouts and runs the update (see the 'engine' config key)."""
+    if config.engine == "torch":
+        from ppokit.gym.torch_engine import TorchEngine  # imports torch: only when asked for
+
+        return TorchEngine(policy.params, policy.dist, config.activation, config.learning_rate, config.adam_eps, config.torch_threads, config.seed)
+    return NumpyEngine(policy.params, policy.dist, config.activation, config.learning_rate, config.adam_eps)
+
+
+def score_in_minibatches(engine, obs: np.ndarray, actions: np.ndarray, order: np.ndarray, minibatch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Log-probs and values of every sample, computed in the first epoch's minibatch layout.
+
+    The first minibatch of the update then repeats exactly this computation (same rows, same batch
+    shape), so its probability ratio is exactly 1: matrix kernels may round a row differently
+    depending on the batch it sits in.
+    """
+    logprobs = np.empty(len(obs), dtype=np.float32)
+    values = np.empty(len(obs), dtype=np.float32)
+    for start in range(0, len(obs), minibatch_size):
+        index = order[start : start + minibatch_size]
+        logprobs[index], values[index] = engine.score(obs[index], actions[index])
+    return logprobs, values
+
+
+def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
+    """1 - Var[returns - values] / Var[returns]; NaN when the returns are constant."""
+    var_returns = float(np.var(returns))
+    return float("nan") if var_returns == 0.0 else 1.0 - float(np.var(returns - values)) / var_returns

@@ -1,9 +1,8 @@
-"""Action distributions for each supported action space, as plain tensor functions.
+"""Action distributions for each supported action space, in numpy.
 
-Each turns the actor's output ("params") into samples, the log-probabilities and entropies of
-given actions, and the mode,
-and converts sampled actions into what the env accepts. Sampled actions are stored unclipped;
-only ``to_env`` clips Box actions to the bounds.
+Each turns the actor's output ("params") into sampled actions, the mode, and the log-probabilities
+and entropies of given actions together with their gradients (for the numpy engine, which has no
+autograd). Sampled actions are stored unclipped; only ``to_env`` clips Box actions to the bounds.
 """
 
 from __future__ import annotations
@@ -12,42 +11,59 @@ import math
 
 import gymnasium as gym
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ppokit.gym.spaces import check_action_space
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def _inverse_cdf_sample(probs: torch.Tensor) -> torch.Tensor:
-    """One categorical sample per row: the first index whose cumulative probability exceeds u ~ U[0, 1).
+def _column(x):
+    # per-sample weights arrive as [n] arrays or as one scalar for the whole batch
+    return x[:, None] if isinstance(x, np.ndarray) else x
 
-    Same distribution as torch.multinomial, at a fraction of its per-call cost on small batches.
-    """
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def _inverse_cdf_sample(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One categorical sample per row: the first index whose cumulative probability exceeds u ~ U[0, 1)."""
     cdf = probs.cumsum(-1)
-    u = torch.rand(probs.shape[:-1] + (1,), dtype=probs.dtype, device=probs.device)
-    # clamp: rounding can leave the last cumulative value a hair below u
-    return (cdf <= u).sum(-1).clamp_(max=probs.shape[-1] - 1)
+    u = rng.random((probs.shape[0], 1), dtype=np.float32)
+    # the minimum: rounding can leave the last cumulative value a hair below u
+    return np.minimum((cdf <= u).sum(-1), probs.shape[-1] - 1)
 
 
 class Categorical:
     def __init__(self, space: gym.spaces.Discrete):
         self.param_size = int(space.n)
         self.action_shape: tuple[int, ...] = ()
-        self.action_dtype = torch.int64
+        self.action_dtype = np.int64
         self._start = int(space.start)
 
-    def sample(self, logits):
-        return _inverse_cdf_sample(torch.softmax(logits, dim=-1))
-
-    def log_prob_entropy(self, logits, actions):
-        log_probs = F.log_softmax(logits, dim=-1)
-        chosen = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-        return chosen, -(log_probs.exp() * log_probs).sum(-1)
+    def sample(self, logits, rng, log_std=None):
+        shifted = np.exp(logits - logits.max(-1, keepdims=True))
+        return _inverse_cdf_sample(shifted / shifted.sum(-1, keepdims=True), rng)
 
     def mode(self, logits):
         return logits.argmax(-1)
+
+    def log_prob_entropy(self, logits, actions, log_std=None):
+        """(log-probs, entropies, cache for ``grad``)."""
+        log_probs = _log_softmax(logits)
+        probs = np.exp(log_probs)
+        entropy = -(probs * log_probs).sum(-1)
+        chosen = np.take_along_axis(log_probs, actions[:, None], axis=-1)[:, 0]
+        return chosen, entropy, (probs, log_probs, entropy)
+
+    def grad(self, cache, actions, grad_logprob, grad_entropy):
+        """d(loss)/d(logits) given d(loss)/d(log-prob) and d(loss)/d(entropy) per sample; no log-std."""
+        probs, log_probs, entropy = cache
+        # d entropy / d logit_j = -p_j (log p_j + H);  d log p_a / d logit_j = [j = a] - p_j
+        grad = probs * (-(log_probs + entropy[:, None]) * _column(grad_entropy) - _column(grad_logprob))
+        grad[np.arange(len(actions)), actions] += grad_logprob
+        return grad, None
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:
         return actions + self._start if self._start else actions
@@ -57,27 +73,26 @@ class MultiCategorical:
     """Independent categoricals, one per MultiDiscrete dimension; log-probs and entropies add up."""
 
     def __init__(self, space: gym.spaces.MultiDiscrete):
-        self.sizes = [int(n) for n in space.nvec]
-        self.param_size = sum(self.sizes)
-        self.action_shape = (len(self.sizes),)
-        self.action_dtype = torch.int64
+        self.parts = [Categorical(gym.spaces.Discrete(int(n))) for n in space.nvec]
+        self.param_size = sum(p.param_size for p in self.parts)
+        self.action_shape = (len(self.parts),)
+        self.action_dtype = np.int64
+        self._splits = np.cumsum([p.param_size for p in self.parts])[:-1]
         self._start = np.asarray(space.start)
 
-    def _split(self, logits):
-        return [F.log_softmax(part, dim=-1) for part in torch.split(logits, self.sizes, dim=-1)]
-
-    def sample(self, logits):
-        return torch.stack([_inverse_cdf_sample(torch.softmax(part, dim=-1)) for part in torch.split(logits, self.sizes, dim=-1)], dim=-1)
-
-    def _log_prob_from(self, parts, actions):
-        return sum(lp.gather(-1, actions[..., i : i + 1].long()).squeeze(-1) for i, lp in enumerate(parts))
-
-    def log_prob_entropy(self, logits, actions):
-        parts = self._split(logits)
-        return self._log_prob_from(parts, actions), sum(-(lp.exp() * lp).sum(-1) for lp in parts)
+    def sample(self, logits, rng, log_std=None):
+        return np.stack([p.sample(x, rng) for p, x in zip(self.parts, np.split(logits, self._splits, -1))], -1)
 
     def mode(self, logits):
-        return torch.stack([part.argmax(-1) for part in torch.split(logits, self.sizes, dim=-1)], dim=-1)
+        return np.stack([x.argmax(-1) for x in np.split(logits, self._splits, -1)], -1)
+
+    def log_prob_entropy(self, logits, actions, log_std=None):
+        results = [p.log_prob_entropy(x, actions[:, i]) for i, (p, x) in enumerate(zip(self.parts, np.split(logits, self._splits, -1)))]
+        return sum(r[0] for r in results), sum(r[1] for r in results), [r[2] for r in results]
+
+    def grad(self, cache, actions, grad_logprob, grad_entropy):
+        grads = [p.grad(c, actions[:, i], grad_logprob, grad_entropy)[0] for i, (p, c) in enumerate(zip(self.parts, cache))]
+        return np.concatenate(grads, -1), None
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:
         return actions + self._start if self._start.any() else actions
@@ -89,55 +104,66 @@ class Bernoulli:
     def __init__(self, space: gym.spaces.MultiBinary):
         self.param_size = int(space.shape[0])
         self.action_shape = (self.param_size,)
-        self.action_dtype = torch.float32
+        self.action_dtype = np.float32
 
-    def sample(self, logits):
-        return torch.bernoulli(torch.sigmoid(logits))
-
-    def log_prob(self, logits, actions):
-        return -F.binary_cross_entropy_with_logits(logits, actions, reduction="none").sum(-1)
-
-    def entropy(self, logits):
-        p = torch.sigmoid(logits)
-        return F.binary_cross_entropy_with_logits(logits, p, reduction="none").sum(-1)
-
-    def log_prob_entropy(self, logits, actions):
-        return self.log_prob(logits, actions), self.entropy(logits)
+    def sample(self, logits, rng, log_std=None):
+        probs = 1.0 / (1.0 + np.exp(-logits))
+        return (rng.random(logits.shape, dtype=np.float32) < probs).astype(np.float32)
 
     def mode(self, logits):
-        return (logits > 0).to(torch.float32)
+        return (logits > 0).astype(np.float32)
+
+    def log_prob_entropy(self, logits, actions, log_std=None):
+        softplus = np.logaddexp(0.0, logits)  # -log(1 - p)
+        probs = 1.0 / (1.0 + np.exp(-logits))
+        logprob = (actions * logits - softplus).sum(-1)
+        entropy = (softplus - probs * logits).sum(-1)
+        return logprob, entropy, (probs, logits)
+
+    def grad(self, cache, actions, grad_logprob, grad_entropy):
+        # d log p(a) / d l = a - p;  d H / d l = -l p (1 - p)
+        probs, logits = cache
+        grad = (actions - probs) * _column(grad_logprob) - logits * probs * (1.0 - probs) * _column(grad_entropy)
+        return grad.astype(np.float32), None
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:
         return actions.astype(np.int8)
 
 
 class DiagGaussian:
-    """Gaussian with a state-independent log-std (a parameter of the policy, passed in as ``log_std``)."""
+    """Gaussian with a state-independent log-std (a policy parameter, passed in as ``log_std``)."""
 
     def __init__(self, space: gym.spaces.Box):
         self.param_size = int(np.prod(space.shape))
         self.action_shape = tuple(space.shape)
-        self.action_dtype = torch.float32
+        self.action_dtype = np.float32
         self._low = space.low.astype(np.float32)
         self._high = space.high.astype(np.float32)
         self._bounded = bool(np.all(np.isfinite(self._low)) and np.all(np.isfinite(self._high)))
         self._env_dtype = space.dtype
 
-    def sample(self, mean, log_std):
-        return mean + log_std.exp() * torch.randn_like(mean)
+    def sample(self, mean, rng, log_std):
+        return mean + np.exp(log_std) * rng.standard_normal(mean.shape, dtype=np.float32)
 
-    def log_prob(self, mean, log_std, actions):
-        z = (actions - mean) * torch.exp(-log_std)
-        return (-0.5 * z * z - log_std - _LOG_SQRT_2PI).sum(-1)
-
-    def entropy(self, mean, log_std):
-        return (0.5 + _LOG_SQRT_2PI + log_std).sum(-1).expand(mean.shape[:-1])
-
-    def log_prob_entropy(self, mean, log_std, actions):
-        return self.log_prob(mean, log_std, actions), self.entropy(mean, log_std)
-
-    def mode(self, mean, log_std=None):
+    def mode(self, mean):
         return mean
+
+    def log_prob_entropy(self, mean, actions, log_std):
+        inv_std = np.exp(-log_std)
+        z = (actions.reshape(mean.shape) - mean) * inv_std
+        logprob = (-0.5 * z * z - log_std - _LOG_SQRT_2PI).sum(-1)
+        entropy = np.full(mean.shape[0], (0.5 + _LOG_SQRT_2PI + log_std).sum(), dtype=mean.dtype)
+        return logprob, entropy, (z, inv_std)
+
+    def grad(self, cache, actions, grad_logprob, grad_entropy):
+        """(d loss / d mean, d loss / d log-std)."""
+        z, inv_std = cache
+        column = _column(grad_logprob)
+        grad_mean = column * z * inv_std
+        # d log p / d log-std = z^2 - 1; each sample's entropy grows by 1 per unit of log-std
+        grad_log_std = (column * (z * z - 1.0)).sum(0) if isinstance(grad_logprob, np.ndarray) else grad_logprob * (z * z - 1.0).sum(0)
+        entropy_total = grad_entropy.sum() if isinstance(grad_entropy, np.ndarray) else grad_entropy * z.shape[0]
+        return grad_mean, grad_log_std + entropy_total
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:
         actions = actions.reshape(actions.shape[0], *self.action_shape)

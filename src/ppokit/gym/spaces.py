@@ -6,7 +6,6 @@ import math
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from ppokit.errors import UnsupportedSpaceError
 
@@ -46,7 +45,7 @@ def observation_size(space: gym.Space) -> int:
 
 
 class ObservationEncoder:
-    """Turns a batch of raw observations (numpy) into a float32 tensor [batch, observation_size]."""
+    """Turns a batch of raw observations into a float32 array [batch, observation_size]."""
 
     def __init__(self, space: gym.Space):
         check_observation_space(space)
@@ -54,16 +53,14 @@ class ObservationEncoder:
         self.size = observation_size(space)
         self._one_hot = isinstance(space, gym.spaces.Discrete)
         self._start = int(getattr(space, "start", 0))
+        self._eye = np.eye(self.size, dtype=np.float32) if self._one_hot else None
 
-    def __call__(self, observations) -> torch.Tensor:
+    def __call__(self, observations) -> np.ndarray:
         array = np.asarray(observations)
         if self._one_hot:
-            index = torch.as_tensor(array.reshape(-1).astype(np.int64) - self._start)
-            return torch.nn.functional.one_hot(index, self.size).to(torch.float32)
+            return self._eye[array.reshape(-1).astype(np.int64) - self._start]
         array = array.reshape(array.shape[0] if array.ndim > len(self.space.shape) else 1, self.size)
-        if array.dtype != np.float32:
-            array = array.astype(np.float32)
-        return torch.from_numpy(array)
+        return array if array.dtype == np.float32 else array.astype(np.float32)
 
     def is_finite(self, observations) -> bool:
         if self._one_hot:

@@ -1,0 +1,155 @@
+"""The numpy engine: PPO's minibatch update for the MLP policy with hand-written gradients.
+
+It computes the same loss as ``ppokit.core`` (clipped surrogate, value loss with optional clipping,
+entropy bonus, per-minibatch advantage whitening, global grad-norm clip, target-KL stop, Adam) in a
+few dozen whole-array operations per minibatch, with no autograd graph and no framework dispatch.
+On classic-control networks that is several times faster than the torch engine, which stays the
+reference: tests check that both produce the same update.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ppokit.core.settings import UpdateSettings
+from ppokit.gym.numpy_adam import FlatAdam
+from ppokit.gym.numpy_mlp import NumpyMLP
+from ppokit.gym.params import PolicyParameters
+
+_STAT_NAMES = ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "loss")
+
+
+class NumpyEngine:
+    name = "numpy"
+
+    def __init__(self, params: PolicyParameters, dist, activation: str, learning_rate: float, adam_eps: float):
+        self.params = params
+        self.dist = dist
+        self.actor = NumpyMLP(params.layers("actor"), activation)
+        self.critic = NumpyMLP(params.layers("critic"), activation)
+        self.log_std = params.views.get("log_std")
+        self.log_std_grad = params.grad_views.get("log_std")
+        self.optimizer = FlatAdam(params.flat, params.grad, learning_rate, adam_eps)
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        self.optimizer.lr = learning_rate
+
+    def score(self, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(log-probs, values) computed exactly as the update's forward pass computes them."""
+        logprob, _, _ = self.dist.log_prob_entropy(self.actor.forward(obs), actions, self.log_std)
+        return logprob.astype(np.float32, copy=False), self.critic.forward(obs)[:, 0]
+
+    def update(self, samples: dict[str, np.ndarray], settings: UpdateSettings, order) -> dict[str, float]:
+        """Epochs x minibatches over ``samples``; ``order(epoch)`` gives each epoch's permutation."""
+        num_samples = len(samples["advantages"])
+        totals = dict.fromkeys(_STAT_NAMES, 0.0)
+        grad_norm_total = 0.0
+        num_minibatches = 0
+        first_ratio_deviation = float("nan")
+        stopped_early = False
+        for epoch in range(settings.n_epochs):
+            permutation = order(epoch)
+            for start in range(0, num_samples, settings.minibatch_size):
+                index = permutation[start : start + settings.minibatch_size]
+                stats = self._minibatch_step({name: array[index] for name, array in samples.items()}, settings)
+                if stats is None:  # target-KL stop: this minibatch was not applied
+                    stopped_early = True
+                    break
+                if num_minibatches == 0:
+                    first_ratio_deviation = stats["ratio_max_deviation"]
+                grad_norm_total += stats["grad_norm"]
+                for name in _STAT_NAMES:
+                    totals[name] += stats[name]
+                num_minibatches += 1
+            if stopped_early:
+                break
+        count = max(num_minibatches, 1)
+        result = {name: total / count for name, total in totals.items()}
+        result.update(grad_norm=grad_norm_total / count, first_ratio_deviation=first_ratio_deviation,
+                      num_minibatches=float(num_minibatches), stopped_early=float(stopped_early))
+        return result
+
+    def _minibatch_step(self, mb: dict[str, np.ndarray], settings: UpdateSettings) -> dict[str, float] | None:
+        mask = mb.get("mask")
+        advantages = mb["advantages"]
+        count = len(advantages) if mask is None else float(mask.sum())
+        # each sample's weight in the mean over real samples
+        weight = 1.0 / max(count, 1.0) if mask is None else mask / max(count, 1.0)
+
+        def mean(x):
+            return float(x.mean()) if mask is None else float((x * mask).sum() / max(count, 1.0))
+
+        if settings.normalize_advantage and count > 1:
+            centered = advantages - mean(advantages)
+            variance = (centered * centered).sum() / (count - 1) if mask is None else (centered * centered * mask).sum() / (count - 1)
+            advantages = centered / np.sqrt(variance + 1e-8)
+        if mask is not None:
+            advantages = advantages * mask
+
+        # --- forward: policy term ---
+        dist_params = self.actor.forward(mb["obs"], keep=True)
+        logprob, entropy, cache = self.dist.log_prob_entropy(dist_params, mb["actions"], self.log_std)
+        log_ratio = logprob - mb["logprobs"]
+        ratio = np.exp(log_ratio)
+        approx_kl = mean((ratio - 1.0) - log_ratio)
+        if settings.target_kl is not None and approx_kl > 1.5 * settings.target_kl:
+            return None
+        low, high = 1.0 - settings.clip_range, 1.0 + settings.clip_range
+        unclipped = -advantages * ratio
+        clipped = -advantages * np.clip(ratio, low, high)
+        policy_loss = mean(np.maximum(unclipped, clipped))
+        inside = (ratio >= low) & (ratio <= high)
+        deviation = np.abs(ratio - 1.0)
+        if mask is not None:
+            deviation = deviation * mask
+
+        # --- forward: value term ---
+        values = self.critic.forward(mb["obs"], keep=True)[:, 0]
+        error = values - mb["returns"]
+        if settings.clip_range_vf is None:
+            squared = error * error
+            grad_values = 2.0 * error
+        else:
+            delta = values - mb["values"]
+            value_inside = np.abs(delta) <= settings.clip_range_vf
+            clipped_error = mb["values"] + np.clip(delta, -settings.clip_range_vf, settings.clip_range_vf) - mb["returns"]
+            clipped_squared = clipped_error * clipped_error
+            squared = np.maximum(error * error, clipped_squared)
+            # the gradient flows through whichever term is larger (through the clipped one only inside the clip)
+            grad_values = np.where(clipped_squared > error * error, 2.0 * clipped_error * value_inside, 2.0 * error)
+        value_loss = mean(squared)
+        entropy_mean = mean(entropy)
+        loss = policy_loss - settings.ent_coef * entropy_mean + settings.vf_coef * value_loss
+
+        # --- backward ---
+        # d(max(unclipped, clipped))/d ratio: -A where the unclipped term is active or the ratio is inside the clip
+        grad_logprob = (-advantages * ratio) * ((unclipped > clipped) | inside) * weight
+        grad_params, grad_log_std = self.dist.grad(cache, mb["actions"], grad_logprob, -settings.ent_coef * weight)
+        self.actor.backward(grad_params.astype(np.float32, copy=False))
+        grad_values *= settings.vf_coef * weight
+        self.critic.backward(grad_values.astype(np.float32, copy=False)[:, None])
+        if self.log_std_grad is not None:
+            self.log_std_grad[...] = grad_log_std
+
+        grad = self.params.grad
+        grad_norm = math.sqrt(float(np.dot(grad, grad)))
+        if not math.isfinite(grad_norm):
+            raise FloatingPointError(f"non-finite gradient norm ({grad_norm}) in the PPO update")
+        if settings.max_grad_norm is not None:
+            coef = settings.max_grad_norm / (grad_norm + 1e-6)
+            if coef < 1.0:
+                grad *= coef
+        self.optimizer.step()
+        return {
+            "policy_loss": policy_loss,
+            "value_loss": value_loss,
+            "entropy": entropy_mean,
+            "old_approx_kl": mean(-log_ratio),
+            "approx_kl": approx_kl,
+            "clipfrac": mean(deviation > settings.clip_range),
+            "ratio_max_deviation": float(deviation.max()),
+            "loss": loss,
+            "grad_norm": grad_norm,
+        }

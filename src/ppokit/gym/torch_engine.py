@@ -1,0 +1,101 @@
+"""The torch engine: the policy as an nn.Module over the shared parameter store, trained by ppokit.core.
+
+This is the reference path: autograd and ``ppokit.core.ppo_update``, the same loss code the
+language-model front end uses. Its nn.Parameters are views of the PolicyParameters buffer, so
+whatever it learns is immediately what the numpy acting code and the saved model see.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ppokit.core import UpdateSettings, ppo_update
+from ppokit.gym.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
+from ppokit.gym.params import PolicyParameters
+
+_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _mlp(layers, activation: str) -> nn.Sequential:
+    modules: list[nn.Module] = []
+    for i, (weight, bias, _, _) in enumerate(layers):
+        linear = nn.Linear(weight.shape[1], weight.shape[0])
+        # share memory with the store instead of owning a copy
+        linear.weight = nn.Parameter(torch.from_numpy(weight))
+        linear.bias = nn.Parameter(torch.from_numpy(bias))
+        modules.append(linear)
+        if i < len(layers) - 1:
+            modules.append(_ACTIVATIONS[activation]())
+    return nn.Sequential(*modules)
+
+
+def log_prob_entropy(dist, params: torch.Tensor, actions: torch.Tensor, log_std: torch.Tensor | None):
+    """(log-probs of ``actions``, entropies) with autograd, for each supported distribution."""
+    if isinstance(dist, (Categorical, MultiCategorical)):
+        sizes = [p.param_size for p in dist.parts] if isinstance(dist, MultiCategorical) else [dist.param_size]
+        columns = actions.long().reshape(actions.shape[0], -1)
+        logprob, entropy = 0.0, 0.0
+        for i, part in enumerate(torch.split(params, sizes, dim=-1)):
+            log_probs = F.log_softmax(part, dim=-1)
+            logprob = logprob + log_probs.gather(-1, columns[:, i : i + 1]).squeeze(-1)
+            entropy = entropy - (log_probs.exp() * log_probs).sum(-1)
+        return logprob, entropy
+    if isinstance(dist, Bernoulli):
+        logprob = -F.binary_cross_entropy_with_logits(params, actions, reduction="none").sum(-1)
+        entropy = F.binary_cross_entropy_with_logits(params, torch.sigmoid(params), reduction="none").sum(-1)
+        return logprob, entropy
+    if isinstance(dist, DiagGaussian):
+        z = (actions.reshape(params.shape) - params) * torch.exp(-log_std)
+        logprob = (-0.5 * z * z - log_std - _LOG_SQRT_2PI).sum(-1)
+        return logprob, (0.5 + _LOG_SQRT_2PI + log_std).sum(-1).expand(params.shape[:-1])
+    raise TypeError(f"no torch log-probability for {type(dist).__name__}")
+
+
+class TorchActorCritic(nn.Module):
+    def __init__(self, params: PolicyParameters, dist, activation: str):
+        super().__init__()
+        self.dist = dist
+        self.actor = _mlp(params.layers("actor"), activation)
+        self.critic = _mlp(params.layers("critic"), activation)
+        self.log_std = nn.Parameter(torch.from_numpy(params.views["log_std"])) if "log_std" in params.views else None
+
+    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor):
+        """(log-probs of the given actions, entropies, values), with gradients."""
+        logprob, entropy = log_prob_entropy(self.dist, self.actor(obs), actions, self.log_std)
+        return logprob, entropy, self.critic(obs).squeeze(-1)
+
+
+class TorchEngine:
+    name = "torch"
+
+    def __init__(self, params: PolicyParameters, dist, activation: str, learning_rate: float, adam_eps: float, threads: int, seed: int):
+        torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        self.module = TorchActorCritic(params, dist, activation)
+        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=learning_rate, eps=adam_eps, fused=True)
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+
+    @torch.no_grad()
+    def score(self, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logprob, _, values = self.module.evaluate(torch.from_numpy(obs), torch.from_numpy(actions))
+        return logprob.numpy(), values.numpy()
+
+    def update(self, samples: dict[str, np.ndarray], settings: UpdateSettings, order) -> dict[str, float]:
+        tensors = {name: torch.from_numpy(array) for name, array in samples.items()}
+        return ppo_update(
+            lambda mb: self.module.evaluate(mb["obs"], mb["actions"]),
+            self.optimizer,
+            self.module.parameters(),
+            tensors,
+            settings,
+            order=lambda epoch: torch.from_numpy(order(epoch)),
+        )
