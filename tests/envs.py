@@ -68,3 +68,41 @@ class DictObsEnv(gym.Env):
 
     def step(self, action):
         return self.observation_space.sample(), 0.0, False, False, {}
+
+
+class ConstantRewardVectorEnv(gym.vector.VectorEnv):
+    """ConstantRewardEnv as a numpy vector env that resets on the step after an episode ends
+    (gymnasium's NEXT_STEP autoreset, like its vectorized CartPole): the reset step gives reward 0."""
+
+    metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int = 1, max_episode_steps: int = 20):
+        self.num_envs = num_envs
+        self.max_episode_steps = max_episode_steps
+        self.single_observation_space = ConstantRewardEnv.observation_space
+        self.single_action_space = ConstantRewardEnv.action_space
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.steps = np.zeros(num_envs, np.int64)
+        self.prev_done = np.zeros(num_envs, bool)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.steps[:] = 0
+        self.prev_done[:] = False
+        return np.zeros((self.num_envs, 1), np.float32), {}
+
+    def step(self, actions):
+        self.steps += 1
+        reward = np.ones(self.num_envs, np.float32)
+        truncated = self.steps >= self.max_episode_steps
+        reward[self.prev_done] = 0.0
+        truncated[self.prev_done] = False
+        self.steps[self.prev_done] = 0
+        self.prev_done = truncated.copy()
+        return np.zeros((self.num_envs, 1), np.float32), reward, np.zeros(self.num_envs, bool), truncated, {}
+
+
+VECTOR_ENV_ID = "ppokit-test/ConstantRewardVector-v0"
+if VECTOR_ENV_ID not in gym.registry:
+    gym.register(VECTOR_ENV_ID, entry_point="envs:ConstantRewardEnv", vector_entry_point="envs:ConstantRewardVectorEnv", max_episode_steps=20)

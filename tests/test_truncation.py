@@ -4,19 +4,20 @@ import gymnasium as gym
 import pytest
 import numpy as np
 
-from envs import ConstantRewardEnv
+from envs import VECTOR_ENV_ID, ConstantRewardEnv
 from ppokit import PPO
 
 GAMMA = 0.9
 TRUE_VALUE = 1.0 / (1.0 - GAMMA)
 
 
-def _learned_value(bootstrap: bool) -> float:
+def _learned_value(bootstrap: bool, env=None, **overrides) -> float:
     config = {
         "n_envs": 4, "n_steps": 64, "total_steps": 24_576, "gamma": GAMMA, "gae_lambda": 0.95,
         "n_epochs": 10, "minibatch_size": 64, "learning_rate": 3e-3, "bootstrap_truncated": bootstrap, "seed": 0,
-    }
-    agent = PPO(lambda: gym.wrappers.TimeLimit(ConstantRewardEnv(), max_episode_steps=20), config, verbose=False, progress_bar=False)
+    } | overrides
+    env = env or (lambda: gym.wrappers.TimeLimit(ConstantRewardEnv(), max_episode_steps=20))
+    agent = PPO(env, config, verbose=False, progress_bar=False)
     agent.learn()
     return float(agent.policy.value(np.zeros((1, 1), dtype=np.float32))[0])
 
@@ -29,3 +30,14 @@ def test_without_bootstrap_value_is_biased_low():
     value = _learned_value(bootstrap=False)
     assert abs(value - TRUE_VALUE) > 0.10 * TRUE_VALUE
     assert value < TRUE_VALUE
+
+
+def test_next_step_autoreset_env_is_bootstrapped_and_its_reset_steps_left_out():
+    episodes = []
+    value = _learned_value(True, VECTOR_ENV_ID, vec_env="vector")
+    assert value == pytest.approx(TRUE_VALUE, rel=0.10)
+    agent = PPO(VECTOR_ENV_ID, {"n_envs": 2, "n_steps": 50, "minibatch_size": 50, "total_steps": 100, "vec_env": "vector"}, verbose=False, progress_bar=False)
+    agent.learn(callback=lambda m: episodes.extend(agent.logger.last_episodes))
+    # 2 envs x 50 calls: episodes of 20 steps, each followed by one reset call that is not a step
+    assert episodes and all(e == (20.0, 20) for e in episodes), episodes
+    assert agent.global_step == 100 - 2 * 2

@@ -26,8 +26,10 @@ class PPOConfig:
     # --- rollout ---
     n_envs: int = 8
     """Number of environment copies stepped together."""
-    vec_env: Literal["sync", "async"] = "sync"
-    """'sync' steps the copies in this process; 'async' runs one process each (for costly envs)."""
+    vec_env: Literal["auto", "sync", "async", "vector"] = "auto"
+    """'sync' steps the copies in this process; 'async' runs one process each (for costly envs);
+    'vector' uses the env's own numpy-vectorized implementation (CartPole); 'auto' picks 'vector'
+    where it exists, else 'sync'."""
     n_steps: int = 256
     """Steps collected per env before each update; one rollout is n_envs * n_steps samples."""
     total_steps: int = 1_000_000

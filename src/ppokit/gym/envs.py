@@ -58,14 +58,40 @@ def make_env(source: EnvSource, env_kwargs: dict | None = None, render_mode: str
     raise EnvError(f"expected an environment id (str) or a factory callable, got {type(source).__name__}")
 
 
+def has_numpy_vector_env(source: EnvSource) -> bool:
+    """Whether gymnasium registers a numpy-vectorized implementation of this id (e.g. CartPole-v1).
+
+    Those step all copies in a few array operations instead of a Python loop over copies; the
+    jax-based ones (ids under phys2d/) are left out, as they need jax.
+    """
+    if not isinstance(source, str) or source not in gym.registry:
+        return False
+    entry_point = gym.registry[source].vector_entry_point
+    return isinstance(entry_point, str) and not entry_point.startswith("gymnasium.envs.phys2d")
+
+
 def make_vector_env(source: EnvSource, n_envs: int, mode: str = "sync", env_kwargs: dict | None = None) -> gym.vector.VectorEnv:
-    """Vector env with same-step autoreset, so a finished episode's last observation is in infos['final_obs']."""
+    """A vector env of ``n_envs`` copies.
+
+    'sync' and 'async' use same-step autoreset (a finished episode's last observation is in
+    infos['final_obs']); 'vector' is the env's own numpy implementation, which resets on the next
+    step (the rollout collector masks that step out); 'auto' picks 'vector' where it exists, else 'sync'.
+    """
+    if mode == "auto":
+        mode = "vector" if has_numpy_vector_env(source) else "sync"
     # Build one copy here first: bad ids and bad factories fail in this process with a clear message.
     probe = make_env(source, env_kwargs)
     probe.close()
+    if mode == "vector":
+        if not has_numpy_vector_env(source):
+            raise EnvError(f"vec_env 'vector' needs an env id with a numpy vector implementation; {describe(source)!r} has none (use 'sync' or 'async')")
+        try:
+            return gym.make_vec(source, num_envs=n_envs, vectorization_mode="vector_entry_point", **dict(env_kwargs or {}))
+        except TypeError as exc:
+            raise EnvError(f"environment {source!r} (vector implementation) rejected env_kwargs {env_kwargs}: {exc}") from None
     factories = [lambda: make_env(source, env_kwargs) for _ in range(n_envs)]
     if mode == "async":
         return gym.vector.AsyncVectorEnv(factories, autoreset_mode=AutoresetMode.SAME_STEP)
     if mode == "sync":
         return gym.vector.SyncVectorEnv(factories, autoreset_mode=AutoresetMode.SAME_STEP)
-    raise EnvError(f"unknown vec_env {mode!r}; expected 'sync' or 'async'")
+    raise EnvError(f"unknown vec_env {mode!r}; expected 'auto', 'sync', 'async' or 'vector'")
