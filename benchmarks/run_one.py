@@ -16,7 +16,6 @@ from collections import deque
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from ppokit.gym.presets import load_preset  # noqa: E402
 from ppokit.logging import process_uptime  # noqa: E402
@@ -43,10 +42,10 @@ class Curve:
             self.reached = (step, now)
 
 
-def run_ppokit(env_id: str, seed: int, config: dict, curve: Curve):
+def run_ppokit(env_id: str, seed: int, config: dict, curve: Curve, overrides: dict | None = None):
     from ppokit import PPO
 
-    agent = PPO(env_id, config | {"seed": seed}, verbose=False, progress_bar=False)
+    agent = PPO(env_id, config | {"seed": seed} | (overrides or {}), verbose=False, progress_bar=False)
     def on_update(metrics):
         for episode_return, _length in agent.logger.last_episodes:
             curve.add(int(metrics["global_step"]), episode_return)
@@ -57,7 +56,13 @@ def run_ppokit(env_id: str, seed: int, config: dict, curve: Curve):
     return agent.global_step, seconds, lambda obs: agent.predict(obs, deterministic=True)
 
 
+def run_ppokit_sync(env_id: str, seed: int, config: dict, curve: Curve):
+    """ppokit on gymnasium's per-copy envs in a SyncVectorEnv: the very env code Stable-Baselines3 steps."""
+    return run_ppokit(env_id, seed, config, curve, {"vec_env": "sync"})
+
+
 def run_sb3(env_id: str, seed: int, config: dict, curve: Curve):
+    import torch
     from stable_baselines3 import PPO as SB3PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
@@ -94,6 +99,9 @@ def run_sb3(env_id: str, seed: int, config: dict, curve: Curve):
     return model.num_timesteps, seconds, lambda obs: model.predict(obs, deterministic=True)[0]
 
 
+RUNNERS = {"ppokit": run_ppokit, "ppokit-sync": run_ppokit_sync, "sb3": run_sb3}
+
+
 def evaluate(env_id: str, act, episodes: int = 20, seed: int = 10_000) -> float:
     """The same evaluation for both libraries: exactly ``episodes`` deterministic episodes."""
     import gymnasium as gym
@@ -113,7 +121,7 @@ def evaluate(env_id: str, act, episodes: int = 20, seed: int = 10_000) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--lib", choices=["ppokit", "sb3"], required=True)
+    parser.add_argument("--lib", choices=list(RUNNERS), required=True)
     parser.add_argument("--env", required=True)
     parser.add_argument("--preset", help="ppokit preset whose hyperparameters both libraries use (default: --env)")
     parser.add_argument("--seed", type=int, default=0)
@@ -121,7 +129,7 @@ def main() -> None:
     args = parser.parse_args()
     config = load_preset(args.preset or args.env)[1]
     curve = Curve(THRESHOLDS.get(args.env, float("inf")))
-    runner = run_ppokit if args.lib == "ppokit" else run_sb3
+    runner = RUNNERS[args.lib]
     steps, seconds, act = runner(args.env, args.seed, config, curve)
     import resource
 

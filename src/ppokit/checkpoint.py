@@ -1,13 +1,20 @@
-"""Saved models as safetensors (tensors) + JSON (everything else), written atomically.
+"""Saved models and training checkpoints as safetensors (arrays) + JSON (everything else), written atomically.
 
-Nothing here unpickles: safetensors holds raw tensors only and JSON holds plain data, so loading a
-model shared by someone else cannot run their code.
+Nothing here unpickles: safetensors holds raw arrays only and JSON holds plain data, so loading a
+model or checkpoint shared by someone else cannot run their code. Both carry a format name, a format
+version and the ppokit version, checked on load.
+
+A model folder holds model.safetensors + model.json. A run's checkpoints are folders
+checkpoints/update_000000123/ holding checkpoint.safetensors + checkpoint.json, each written into a
+temporary folder first and renamed into place, so a crash never leaves a half-written checkpoint
+under a real name.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +30,11 @@ MODEL_FORMAT = "ppokit.model"
 MODEL_FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
+CHECKPOINT_FORMAT = "ppokit.checkpoint"
+CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_WEIGHTS_FILE = "checkpoint.safetensors"
+CHECKPOINT_META_FILE = "checkpoint.json"
+CHECKPOINTS_DIR = "checkpoints"
 
 
 def save_model(directory: str | Path, state_dict: dict[str, np.ndarray], metadata: dict[str, Any]) -> Path:
@@ -36,28 +48,79 @@ def save_model(directory: str | Path, state_dict: dict[str, np.ndarray], metadat
 
 
 def load_model(directory: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read and check a saved model: returns (tensors, metadata) or raises a CheckpointError."""
-    directory = Path(directory)
-    meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
+    """Read and check a saved model: returns (arrays, metadata) or raises a CheckpointError."""
+    return _read_pair(Path(directory), META_FILE, WEIGHTS_FILE, MODEL_FORMAT, MODEL_FORMAT_VERSION, "model")
+
+
+def save_checkpoint(run_dir: str | Path, num_updates: int, arrays: dict[str, np.ndarray], state: dict[str, Any], keep: int) -> Path:
+    """Write checkpoints/update_<num_updates>/ atomically and delete all but the newest ``keep``."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    arrays = {name: np.array(array, order="C") for name, array in arrays.items()}
+    meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION, "ppokit_version": ppokit.__version__, **state}
+    staging = Path(tempfile.mkdtemp(prefix=".writing-", dir=root))
+    try:
+        save_file(arrays, str(staging / CHECKPOINT_WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
+        (staging / CHECKPOINT_META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        final = root / f"update_{num_updates:09d}"
+        if final.exists():  # the same update saved twice (an interval that falls on the last update)
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoint folders of a run, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("update_"))
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any], Path]:
+    """Read and check a checkpoint folder, or the newest checkpoint of a run folder.
+
+    Returns (arrays, metadata, the checkpoint folder) or raises a CheckpointError.
+    """
+    path = Path(path)
+    if not (path / CHECKPOINT_META_FILE).exists():
+        found = list_checkpoints(path)
+        if not found:
+            raise CheckpointError(f"{str(path)!r} holds no ppokit checkpoint: expected {CHECKPOINTS_DIR}/update_*/ or {CHECKPOINT_META_FILE} in it")
+        path = found[-1]
+    arrays, meta = _read_pair(path, CHECKPOINT_META_FILE, CHECKPOINT_WEIGHTS_FILE, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, "checkpoint")
+    return arrays, meta, path
+
+
+def _read_pair(directory: Path, meta_name: str, weights_name: str, expected_format: str, supported_version: int, kind: str):
+    meta_path, weights_path = directory / meta_name, directory / weights_name
     if not meta_path.is_file() or not weights_path.is_file():
-        raise CheckpointError(f"{str(directory)!r} is not a ppokit model folder: expected {META_FILE} and {WEIGHTS_FILE} in it")
+        raise CheckpointError(f"{str(directory)!r} is not a ppokit {kind} folder: expected {meta_name} and {weights_name} in it")
     try:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{meta_path}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
-        raise CheckpointError(f"{meta_path}: not a ppokit model (format {meta.get('format') if isinstance(meta, dict) else None!r}, expected {MODEL_FORMAT!r})")
+        raise CheckpointError(f"{meta_path}: not valid JSON ({exc}); expected the {kind} metadata ppokit writes") from None
+    if not isinstance(meta, dict) or meta.get("format") != expected_format:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{meta_path}: not a ppokit {kind} (format {found!r}, expected {expected_format!r})")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version > MODEL_FORMAT_VERSION:
+    if not isinstance(version, int) or version > supported_version:
         raise CheckpointError(
-            f"{meta_path}: model format version {version!r} is newer than this ppokit understands "
-            f"({MODEL_FORMAT_VERSION}); upgrade ppokit (saved by ppokit {meta.get('ppokit_version')})"
+            f"{meta_path}: {kind} format version {version!r} is newer than this ppokit understands "
+            f"({supported_version}); upgrade ppokit (saved by ppokit {meta.get('ppokit_version')})"
         )
+    if not isinstance(meta.get("ppokit_version"), str):
+        raise CheckpointError(f"{meta_path}: the {kind} does not record the ppokit version that wrote it")
     try:
-        tensors = load_file(str(weights_path))
+        arrays = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({exc})") from None
-    return tensors, meta
+    return arrays, meta
 
 
 def check_state_dict(expected: dict[str, np.ndarray], loaded: dict[str, np.ndarray], source: str) -> None:

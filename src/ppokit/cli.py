@@ -1,4 +1,4 @@
-"""Command line: `ppokit train`, `ppokit eval`, `ppokit presets`, `ppokit envs`."""
+"""Command line: `ppokit train`, `ppokit eval`, `ppokit plot`, `ppokit presets`, `ppokit envs`."""
 
 from __future__ import annotations
 
@@ -46,9 +46,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a policy on a Gymnasium environment",
         description="Train PPO on ENV_ID. Config precedence: defaults < preset < --config FILE < key=value overrides < flags.",
-        epilog="example: ppokit train CartPole-v1 --seed 1 learning_rate=1e-3 n_envs=16",
+        epilog="examples: ppokit train CartPole-v1 --seed 1 learning_rate=1e-3 n_envs=16;  ppokit train --resume runs/CartPole-v1-seed1-...",
     )
-    train.add_argument("env_id", metavar="ENV_ID", help="a registered Gymnasium id, e.g. CartPole-v1 (or module:Id)")
+    train.add_argument("env_id", metavar="ENV_ID", nargs="?", help="a registered Gymnasium id, e.g. CartPole-v1 (or module:Id)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint (its config, schedules and logs)")
     train.add_argument("--preset", metavar="NAME", help="hyperparameter preset (default: the preset named ENV_ID if there is one; see `ppokit presets`)")
     train.add_argument("--no-preset", action="store_true", help="start from ppokit's defaults even if ENV_ID has a preset")
     train.add_argument("--config", metavar="FILE", help="YAML file of config keys, applied over the preset")
@@ -65,7 +66,14 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=20, metavar="N", help="episodes to run (default 20)")
     evaluate.add_argument("--deterministic", action="store_true", help="take the most likely action instead of sampling")
     evaluate.add_argument("--seed", type=int, help="seed of the evaluation envs (default: the run's seed + 10000)")
+    evaluate.add_argument("--video", action="store_true", help="also record one episode to RUN_DIR/video.mp4 (rgb_array rendering)")
     evaluate.set_defaults(handler=_eval)
+
+    plot = sub.add_parser("plot", help="plot learning curves of runs", description="Episodic return against steps; runs of the same env (and preset) are drawn as mean and min-max band over seeds.")
+    plot.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run directories (each with progress.csv)")
+    plot.add_argument("-o", "--output", metavar="FILE", default="curves.png", help="PNG to write (default curves.png)")
+    plot.add_argument("--title", help="plot title")
+    plot.set_defaults(handler=_plot)
 
     presets = sub.add_parser("presets", help="list the shipped hyperparameter presets", description="List the shipped presets with the env each was tuned for.")
     presets.add_argument("name", nargs="?", help="show one preset's values")
@@ -103,30 +111,56 @@ def resolve_train_config(env_id: str, preset: str | None, no_preset: bool, confi
 def _train(args) -> int:
     from ppokit.gym.agent import PPO
     from ppokit.gym.envs import check_env_id
-    from ppokit.gym.evaluate import evaluate_policy
 
-    check_env_id(args.env_id)
-    config, preset_name = resolve_train_config(args.env_id, args.preset, args.no_preset, args.config, args.overrides, args.seed, args.total_steps)
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{args.env_id.replace(':', '_').replace('/', '_')}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump({"env_id": args.env_id, "preset": preset_name, **config.to_dict()}, sort_keys=False))
-    print(f"ppokit: training PPO on {args.env_id} (preset: {preset_name or 'none, defaults'}) for {config.total_steps:,} steps, seed {config.seed}")
-    print(f"ppokit: run directory {run_dir}")
+    progress = False if args.no_progress else None
+    if args.resume:
+        given = [flag for flag, value in [("ENV_ID", args.env_id), ("--preset", args.preset), ("--no-preset", args.no_preset), ("--config", args.config),
+                                          ("--seed", args.seed), ("--total-steps", args.total_steps), ("--run-dir", args.run_dir), ("key=value", args.overrides)] if value]
+        if given:
+            raise _usage_error(f"--resume continues a run with its saved config; do not combine it with {', '.join(given)}")
+        run_dir = Path(args.resume)
+        agent = PPO.load(run_dir, run_dir=run_dir, progress_bar=progress, verbose=not args.quiet)
+        print(f"ppokit: resuming {run_dir} at update {agent.num_updates} (step {agent.global_step:,}) from {agent.resumed_from}")
+    else:
+        if not args.env_id:
+            raise _usage_error("ppokit train needs ENV_ID (or --resume RUN_DIR)")
+        check_env_id(args.env_id)
+        config, preset_name = resolve_train_config(args.env_id, args.preset, args.no_preset, args.config, args.overrides, args.seed, args.total_steps)
+        run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{args.env_id.replace(':', '_').replace('/', '_')}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump({"env_id": args.env_id, "preset": preset_name, **config.to_dict()}, sort_keys=False))
+        print(f"ppokit: training PPO on {args.env_id} (preset: {preset_name or 'none, defaults'}) for {config.total_steps:,} steps, seed {config.seed}")
+        print(f"ppokit: run directory {run_dir}")
+        agent = PPO(args.env_id, config, run_dir=run_dir, progress_bar=progress, verbose=not args.quiet)
 
-    agent = PPO(args.env_id, config, run_dir=run_dir, progress_bar=False if args.no_progress else None, verbose=not args.quiet)
     started = time.perf_counter()
     try:
         agent.learn()
     finally:
         agent.save(run_dir)
         agent.close()
+    if agent.interrupted:
+        print(f"ppokit: interrupted by {agent.interrupted}; checkpoint written. Continue with: ppokit train --resume {run_dir}", file=sys.stderr)
+        return 130
     seconds = time.perf_counter() - started
-    returns = evaluate_policy(agent, episodes=config.eval_episodes, deterministic=True)
-    result = _write_eval(run_dir, returns, deterministic=True)
+    result = _finish_run(agent, run_dir)
     print(f"ppokit: trained {agent.global_step:,} steps in {seconds:.1f} s")
-    print(f"ppokit: evaluation over {len(returns)} deterministic episodes: mean return {result['mean_return']:.2f} +- {result['std_return']:.2f}")
-    print(f"ppokit: run saved to {run_dir} (model.safetensors, model.json, progress.csv, TensorBoard events, eval.json)")
+    print(f"ppokit: evaluation over {result['episodes']} deterministic episodes: mean return {result['mean_return']:.2f} +- {result['std_return']:.2f}")
+    print(f"ppokit: run saved to {run_dir} (model, checkpoints, progress.csv, TensorBoard events, eval.json, curves.png, README.md)")
     return 0
+
+
+def _finish_run(agent, run_dir: Path) -> dict:
+    """Evaluate, then write eval.json, the learning-curve plot and the model card into the run dir."""
+    from ppokit.gym.evaluate import evaluate_policy
+    from ppokit.model_card import write_model_card
+    from ppokit.plots import plot_runs
+
+    returns = evaluate_policy(agent, episodes=agent.config.eval_episodes, deterministic=True)
+    result = _write_eval(run_dir, returns, deterministic=True)
+    plot_runs([run_dir], run_dir / "curves.png", title=f"PPO on {agent.env_id or 'custom env'}")
+    write_model_card(run_dir)
+    return result
 
 
 def _eval(args) -> int:
@@ -142,6 +176,20 @@ def _eval(args) -> int:
     result = _write_eval(Path(args.run_dir), returns, deterministic=args.deterministic)
     mode = "deterministic" if args.deterministic else "stochastic"
     print(f"{agent.env_id}: mean return {result['mean_return']:.2f} +- {result['std_return']:.2f} over {len(returns)} {mode} episodes")
+    if args.video:
+        from ppokit.gym.video import record_episode
+
+        path = Path(args.run_dir) / "video.mp4"
+        frames = record_episode(agent, path, deterministic=args.deterministic, seed=args.seed)
+        print(f"video of one episode ({frames} frames): {path}")
+    return 0
+
+
+def _plot(args) -> int:
+    from ppokit.plots import plot_runs
+
+    path = plot_runs([Path(d) for d in args.run_dirs], Path(args.output), title=args.title)
+    print(f"plot written to {path}")
     return 0
 
 

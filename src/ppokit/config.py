@@ -102,7 +102,15 @@ class PPOConfig:
     torch_threads: int = 1
     """Threads torch may use with engine 'torch'; small networks run fastest on one."""
     eval_episodes: int = 20
-    """Episodes of the evaluation at the end of `ppokit train`."""
+    """Episodes of the evaluation at the end of `ppokit train` (and of each periodic evaluation)."""
+    eval_interval: int = 0
+    """Evaluate every this many updates and keep the best model in run_dir/best_model; 0 disables."""
+    checkpoint_interval: int = 50
+    """Write a full training checkpoint every this many updates (and at the end); 0: only at the end."""
+    keep_checkpoints: int = 3
+    """How many of the newest checkpoints to keep."""
+    max_nonfinite_steps: int = 10
+    """Gradient steps in a row with a non-finite loss or gradient (each skipped) before the run stops."""
     log_interval: int = 1
     """Print a console summary every this many updates."""
     tensorboard: bool = True
@@ -133,7 +141,8 @@ class PPOConfig:
 
     def validate(self) -> None:
         """Check every value's range and the ways they must agree with each other."""
-        positive_ints = ["n_envs", "n_steps", "total_steps", "n_epochs", "minibatch_size", "eval_episodes", "log_interval", "torch_threads"]
+        positive_ints = ["n_envs", "n_steps", "total_steps", "n_epochs", "minibatch_size", "eval_episodes", "log_interval", "torch_threads",
+                         "keep_checkpoints", "max_nonfinite_steps"]
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -151,6 +160,9 @@ class PPOConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} must be a non-negative number, got {value}")
+        for name in ["eval_interval", "checkpoint_interval"]:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 (disabled) or a positive number of updates, got {getattr(self, name)}")
         if not self.hidden_sizes or any((not isinstance(h, int)) or h < 1 for h in self.hidden_sizes):
             raise ConfigError(f"hidden_sizes must be a non-empty list of positive integers, got {self.hidden_sizes}")
         rollout = self.n_envs * self.n_steps

@@ -19,3 +19,7 @@ class UnsupportedSpaceError(PPOKitError, TypeError):
 
 class CheckpointError(PPOKitError, ValueError):
     """A saved model or checkpoint is missing, corrupt, foreign or incompatible."""
+
+
+class NonFiniteError(PPOKitError):
+    """Too many gradient steps in a row had a non-finite loss or gradient."""

@@ -61,7 +61,10 @@ class RunLogger:
         progress: bool | None = None,
         console: bool = True,
         log_interval: int = 1,
+        resume_after_update: int | None = None,
     ):
+        """``resume_after_update``: a resumed run; rows logged after that update (work redone from the
+        checkpoint) are dropped from progress.csv, and TensorBoard is told to discard them too."""
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.console = console
         self.log_interval = log_interval
@@ -75,6 +78,8 @@ class RunLogger:
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             path = self.run_dir / "progress.csv"
+            if resume_after_update is not None and path.exists():
+                _truncate_csv(path, resume_after_update)
             new_file = not path.exists() or path.stat().st_size == 0
             self._csv_file = open(path, "a", newline="")
             self._csv = csv.DictWriter(self._csv_file, fieldnames=CSV_COLUMNS, extrasaction="ignore")
@@ -82,6 +87,8 @@ class RunLogger:
                 self._csv.writeheader()
             if tensorboard:
                 self._tb = ScalarWriter(self.run_dir)
+                if resume_after_update is not None:
+                    self._tb.purge_after(start_step)
         show = sys.stderr.isatty() if progress is None else progress
         self._bar = tqdm(total=total_steps, initial=start_step, unit="step", unit_scale=True, disable=not show, dynamic_ncols=True)
 
@@ -114,6 +121,11 @@ class RunLogger:
         if self.console and update % self.log_interval == 0:
             self._bar.write(self._summary(row, recent), file=sys.stdout)
         return row
+
+    def message(self, text: str) -> None:
+        """A line on the console (above the progress bar) unless the console is quiet; warnings always."""
+        if self.console or text.startswith("warning"):
+            self._bar.write(text, file=sys.stderr if text.startswith("warning") else sys.stdout)
 
     @property
     def recent_mean_return(self) -> float | None:
@@ -153,8 +165,27 @@ class ScalarWriter:
         summary = self._summary(value=[self._summary.Value(tag=tag, simple_value=float(value))])
         self._writer.add_event(self._event(wall_time=time.time(), step=int(step), summary=summary))
 
+    def purge_after(self, step: int) -> None:
+        """A session-start marker: TensorBoard drops earlier-written events with a larger step."""
+        from tensorboard.compat.proto.event_pb2 import SessionLog
+
+        self._writer.add_event(self._event(wall_time=time.time(), step=int(step), session_log=SessionLog(status=SessionLog.START)))
+
     def close(self) -> None:
         self._writer.close()
+
+
+def _truncate_csv(path: Path, last_update: int) -> None:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    column = rows[0].index("update") if "update" in rows[0] else None
+    kept = [rows[0]] + [r for r in rows[1:] if column is None or (r[column] and int(r[column]) <= last_update)]
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    os.replace(tmp, path)
 
 
 def _fmt(value):

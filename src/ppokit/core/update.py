@@ -28,7 +28,9 @@ def ppo_update(
 
     ``samples`` holds tensors whose first axis is the sample axis (flattened steps for Gymnasium,
     sequences for language models): ``logprobs``, ``values``, ``advantages``, ``returns``, anything
-    ``evaluate`` needs, and optionally ``mask``. ``order(epoch)``, if given, is the permutation of
+    ``evaluate`` needs, and optionally ``mask``. A minibatch whose loss or gradient norm is not
+    finite is skipped (no optimizer step) and counted in ``skipped_steps``;
+    ``trailing_skipped_steps`` counts the skipped ones in a row at the end. ``order(epoch)``, if given, is the permutation of
     the samples for that epoch (a caller that scored the samples in the first epoch's minibatch
     layout passes it, so the first ratio is exactly 1); otherwise ``generator`` draws them.
     """
@@ -39,6 +41,7 @@ def ppo_update(
     first_ratio_deviation = None
     stopped_early = False
     grad_norm_total = 0.0
+    skipped = trailing_skips = 0
 
     for epoch in range(settings.n_epochs):
         permutation = order(epoch) if order is not None else None
@@ -50,6 +53,11 @@ def ppo_update(
                 break
             if first_ratio_deviation is None:
                 first_ratio_deviation = float(stats["ratio_max_deviation"])
+            if "skipped" in stats:  # non-finite loss or gradient: nothing was applied
+                skipped += 1
+                trailing_skips += 1
+                continue
+            trailing_skips = 0
             grad_norm_total += float(stats.pop("grad_norm"))
             for name, value in stats.items():
                 totals[name] = totals.get(name, 0.0) + value
@@ -63,6 +71,8 @@ def ppo_update(
     result["first_ratio_deviation"] = first_ratio_deviation if first_ratio_deviation is not None else float("nan")
     result["num_minibatches"] = float(num_minibatches)
     result["stopped_early"] = float(stopped_early)
+    result["skipped_steps"] = float(skipped)
+    result["trailing_skipped_steps"] = float(trailing_skips)
     return result
 
 
@@ -104,8 +114,9 @@ def _minibatch_step(evaluate, optimizer, parameters, minibatch, settings) -> dic
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm, foreach=True)
     else:
         grad_norm = torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in parameters if p.grad is not None))
-    if not math.isfinite(float(grad_norm)):
-        raise FloatingPointError(f"non-finite gradient norm ({float(grad_norm)}) in the PPO update")
+    if not (math.isfinite(float(grad_norm)) and math.isfinite(float(accumulated["loss"]))):
+        optimizer.zero_grad(set_to_none=True)
+        return {"skipped": True, "ratio_max_deviation": accumulated["ratio_max_deviation"]}
     optimizer.step()
     accumulated["grad_norm"] = grad_norm.detach()
     return accumulated

@@ -5,27 +5,30 @@ from __future__ import annotations
 import copy
 import random
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from ppokit.checkpoint import check_state_dict, load_model, save_model
+from ppokit.checkpoint import CHECKPOINT_META_FILE, check_state_dict, list_checkpoints, load_checkpoint, load_model, save_checkpoint, save_model
 from ppokit.config import PPOConfig
 from ppokit.core.advantages import gae, next_values_from
 from ppokit.core.schedules import make_schedule
 from ppokit.core.settings import UpdateSettings
-from ppokit.errors import CheckpointError, ConfigError
+from ppokit.errors import CheckpointError, ConfigError, NonFiniteError
 from ppokit.gym.envs import EnvSource, describe, make_env, make_vector_env
 from ppokit.gym.numpy_engine import NumpyEngine
 from ppokit.gym.policy import Policy
 from ppokit.gym.presets import has_preset, load_preset
+from ppokit.gym import run_state
+from ppokit.gym.callbacks import BestModelSaver, as_callbacks
 from ppokit.gym.rollout import RolloutCollector
+from ppokit.gym.signals import StopRequest
 from ppokit.gym.spaces import space_from_json, space_to_json
 from ppokit.logging import RunLogger
 
-# callback(metrics) -> False stops training after the current update
-Callback = Callable[[dict[str, float]], Any]
+# a function of the metrics, an object with on_update(metrics), or a list of them; False stops training
+Callback = Any
 
 
 def resolve_config(env: EnvSource | None, config: PPOConfig | dict | None) -> PPOConfig:
@@ -71,6 +74,14 @@ class PPO:
         self.verbose = verbose
         self.global_step = 0
         self.num_updates = 0
+        # the current learn() call's updates: schedules run over them, a resumed run finishes them
+        self.plan = {"start_update": 0, "updates": 0}
+        self.consecutive_skipped_steps = 0
+        self.best_eval_return: float | None = None
+        self.recent_returns: list[float] = []
+        self.resumed_from: Path | None = None
+        self.pending_env_state: dict | None = None
+        self.interrupted: str | None = None
         self.envs = None
         self.collector: RolloutCollector | None = None
         self.logger: RunLogger | None = None
@@ -90,50 +101,110 @@ class PPO:
 
     # ------------------------------------------------------------------ training
     def learn(self, total_steps: int | None = None, callback: Callback | None = None) -> "PPO":
-        """Train for ``total_steps`` more env steps (default: config.total_steps)."""
+        """Train for ``total_steps`` more env steps (default: config.total_steps).
+
+        A model loaded from an unfinished checkpoint continues its plan when ``total_steps`` is None,
+        at the same schedule position. With a run dir, checkpoints are written every
+        ``checkpoint_interval`` updates, at the end, when a callback stops training and on SIGINT or
+        SIGTERM (then ``self.interrupted`` names the signal and learn() returns).
+        """
         config = self.config
-        total_steps = config.total_steps if total_steps is None else int(total_steps)
-        if total_steps < config.rollout_size:
-            raise ConfigError(f"total_steps={total_steps} is smaller than one rollout (n_envs * n_steps = {config.rollout_size})")
         if self.env_source is None:
             raise ConfigError("this model has no environment to learn from: pass env= to PPO.load()")
+        plan_end = self.plan["start_update"] + self.plan["updates"]
+        if not (total_steps is None and self.resumed_from is not None and self.num_updates < plan_end):
+            total_steps = config.total_steps if total_steps is None else int(total_steps)
+            if total_steps < config.rollout_size:
+                raise ConfigError(f"total_steps={total_steps} is smaller than one rollout (n_envs * n_steps = {config.rollout_size})")
+            self.plan = {"start_update": self.num_updates, "updates": total_steps // config.rollout_size}
+            plan_end = self.num_updates + self.plan["updates"]
         self._ensure_envs()
-        n_updates = total_steps // config.rollout_size
+        callbacks = as_callbacks(callback)
+        if config.eval_interval and self.run_dir is not None:
+            callbacks.insert(0, BestModelSaver(self, self.run_dir / "best_model", config.eval_interval, config.eval_episodes))
         lr_at = make_schedule(config.lr_schedule, config.learning_rate)
         clip_at = make_schedule(config.clip_schedule, config.clip_range)
-        start_step = self.global_step
-        self.logger = RunLogger(self.run_dir, start_step + n_updates * config.rollout_size, start_step=start_step,
+        self.logger = RunLogger(self.run_dir, self.global_step + (plan_end - self.num_updates) * config.rollout_size, start_step=self.global_step,
                                 tensorboard=config.tensorboard and self.run_dir is not None,
-                                progress=self.progress_bar, console=self.verbose, log_interval=config.log_interval)
+                                progress=self.progress_bar, console=self.verbose, log_interval=config.log_interval,
+                                resume_after_update=self.num_updates if self.resumed_from is not None else None)
+        self.logger.recent_returns.extend(self.recent_returns)
+        self.interrupted = None
         try:
-            for update in range(n_updates):
-                progress = update / n_updates
-                learning_rate, clip_range = lr_at(progress), clip_at(progress)
-                self.engine.set_learning_rate(learning_rate)
-                stats, explained, episodes = self._train_on_rollout(self._update_settings(clip_range))
-                self.global_step = self.collector.global_step
-                self.num_updates += 1
-
-                metrics = {
-                    "charts/learning_rate": learning_rate,
-                    "charts/clip_range": clip_range,
-                    "losses/policy_loss": stats["policy_loss"],
-                    "losses/value_loss": stats["value_loss"],
-                    "losses/entropy": stats["entropy"],
-                    "losses/old_approx_kl": stats["old_approx_kl"],
-                    "losses/approx_kl": stats["approx_kl"],
-                    "losses/clipfrac": stats["clipfrac"],
-                    "losses/explained_variance": explained,
-                    "losses/grad_norm": stats["grad_norm"],
-                    "debug/first_ratio_deviation": stats["first_ratio_deviation"],
-                    "debug/stopped_early": stats["stopped_early"],
-                }
-                self.last_metrics = self.logger.log_update(self.global_step, self.num_updates, metrics, episodes)
-                if callback is not None and callback(self.last_metrics) is False:
-                    break
+            with StopRequest() as stop:
+                while self.num_updates < plan_end:
+                    keep_going = self._one_update(lr_at, clip_at, callbacks)
+                    due = config.checkpoint_interval and self.num_updates % config.checkpoint_interval == 0
+                    if due or not keep_going or stop.signal_name or self.num_updates == plan_end:
+                        self.save_checkpoint()
+                    if stop.signal_name:
+                        self.interrupted = stop.signal_name
+                        self.logger.message(f"{stop.signal_name} received: stopped after update {self.num_updates}" + self._checkpoint_note())
+                        break
+                    if not keep_going:
+                        break
         finally:
             self.logger.close()
+            self.resumed_from = None
         return self
+
+    def _one_update(self, lr_at, clip_at, callbacks) -> bool:
+        """Collect, update, log, run the callbacks; returns False when a callback asks to stop."""
+        progress = (self.num_updates - self.plan["start_update"]) / self.plan["updates"]
+        learning_rate, clip_range = lr_at(progress), clip_at(progress)
+        self.engine.set_learning_rate(learning_rate)
+        stats, explained, episodes = self._train_on_rollout(self._update_settings(clip_range))
+        self.global_step = self.collector.global_step
+        self.num_updates += 1
+        self._check_non_finite(stats)
+        metrics = {
+            "charts/learning_rate": learning_rate,
+            "charts/clip_range": clip_range,
+            "losses/policy_loss": stats["policy_loss"],
+            "losses/value_loss": stats["value_loss"],
+            "losses/entropy": stats["entropy"],
+            "losses/old_approx_kl": stats["old_approx_kl"],
+            "losses/approx_kl": stats["approx_kl"],
+            "losses/clipfrac": stats["clipfrac"],
+            "losses/explained_variance": explained,
+            "losses/grad_norm": stats["grad_norm"],
+            "debug/first_ratio_deviation": stats["first_ratio_deviation"],
+            "debug/stopped_early": stats["stopped_early"],
+            "debug/skipped_steps": stats["skipped_steps"],
+        }
+        self.last_metrics = self.logger.log_update(self.global_step, self.num_updates, metrics, episodes)
+        self.recent_returns = list(self.logger.recent_returns)
+        results = [cb.on_update(self.last_metrics) for cb in callbacks]
+        return all(result is not False for result in results)
+
+    def _check_non_finite(self, stats: dict[str, float]) -> None:
+        """Skipped steps are tolerated; ``max_nonfinite_steps`` of them in a row stop the run."""
+        skipped = int(stats["skipped_steps"])
+        if skipped == 0:
+            self.consecutive_skipped_steps = 0
+            return
+        if stats["num_minibatches"] > 0:  # some steps were applied: count the run at the end
+            self.consecutive_skipped_steps = int(stats["trailing_skipped_steps"])
+        else:
+            self.consecutive_skipped_steps += skipped
+        self.logger.message(f"warning: update {self.num_updates}: {skipped} gradient step(s) skipped, non-finite loss or gradient "
+                            f"({self.consecutive_skipped_steps} in a row; the limit is max_nonfinite_steps={self.config.max_nonfinite_steps})")
+        if self.consecutive_skipped_steps >= self.config.max_nonfinite_steps:
+            raise NonFiniteError(
+                f"{self.consecutive_skipped_steps} gradient steps in a row had a non-finite loss or gradient "
+                f"(max_nonfinite_steps={self.config.max_nonfinite_steps}); training stopped at update {self.num_updates}" + self._checkpoint_note()
+            )
+
+    def _checkpoint_note(self) -> str:
+        found = list_checkpoints(self.run_dir) if self.run_dir is not None else []
+        return f"; last checkpoint: {found[-1]}" if found else "; no checkpoint was written (no run dir)"
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a full training checkpoint into the run dir (None without a run dir)."""
+        if self.run_dir is None:
+            return None
+        arrays, state = run_state.capture(self)
+        return save_checkpoint(self.run_dir, self.num_updates, arrays, state, self.config.keep_checkpoints)
 
     def _train_on_rollout(self, settings: UpdateSettings) -> tuple[dict[str, float], float, list[tuple[float, int]]]:
         """Collect a rollout, score it, compute advantages and run the update.
@@ -176,7 +247,13 @@ class PPO:
         self.collector = RolloutCollector(self.envs, self.policy, self.config.n_steps, describe(self.env_source), self.rng,
                                           bootstrap_truncated=self.config.bootstrap_truncated)
         self.collector.global_step = self.global_step
-        self.collector.reset(seed=self.config.seed)
+        if self.pending_env_state is None:
+            self.collector.reset(seed=self.config.seed)
+        else:  # resumed: episodes restart from a recorded seed
+            self.collector.reset(seed=self.pending_env_state["seed"])
+            if self.pending_env_state["action_space"] is not None:
+                self.envs.action_space.np_random.bit_generator.state = self.pending_env_state["action_space"]
+            self.pending_env_state = None
 
     def _check_spaces_match(self, observation_space, action_space) -> None:
         if space_to_json(observation_space) != space_to_json(self.observation_space) or space_to_json(action_space) != space_to_json(self.action_space):
@@ -216,22 +293,40 @@ class PPO:
 
     @classmethod
     def load(cls, directory: str | Path, env: EnvSource | None = None, *, run_dir: str | Path | None = None, progress_bar: bool | None = None, verbose: bool = True) -> "PPO":
-        """Rebuild a saved model; ``env`` defaults to the saved env id (needed only to keep learning)."""
-        tensors, meta = load_model(directory)
-        source = f"model {str(directory)!r}"
+        """Rebuild a saved model or a training checkpoint.
+
+        ``directory`` is a model folder (model.json: weights and normalizer statistics), a checkpoint
+        folder, or a run folder with checkpoints/ (its newest checkpoint: optimizer, counters,
+        schedule position and random states too, so learn() continues the run and, by default,
+        its logs). ``env`` defaults to the saved env id (needed only to keep learning).
+        """
+        directory = Path(directory)
+        is_checkpoint = (directory / CHECKPOINT_META_FILE).exists() or bool(list_checkpoints(directory))
+        if is_checkpoint:
+            arrays, meta, checkpoint_dir = load_checkpoint(directory)
+            source = f"checkpoint {str(checkpoint_dir)!r}"
+            if run_dir is None:
+                run_dir = checkpoint_dir.parent.parent
+        else:
+            arrays, meta = load_model(directory)
+            source = f"model {str(directory)!r}"
         try:
             config = PPOConfig.from_dict(meta["config"], source=f"{source} config")
             observation_space = space_from_json(meta["observation_space"])
             action_space = space_from_json(meta["action_space"])
         except KeyError as exc:
-            raise CheckpointError(f"{source}: model.json lacks the field {exc.args[0]!r}") from None
+            raise CheckpointError(f"{source}: metadata lacks the field {exc.args[0]!r}") from None
         agent = cls.__new__(cls)
         agent.env_source = env if env is not None else meta.get("env_id")
         agent.config = config
         agent._setup(observation_space, action_space, run_dir, progress_bar, verbose)
-        check_state_dict(agent.policy.state_dict(), tensors, source)
-        agent.policy.params.load_state_dict(tensors)
-        agent.global_step = int(meta.get("global_step", 0))
+        if is_checkpoint:
+            run_state.restore(agent, arrays, meta, source)
+            agent.resumed_from = checkpoint_dir
+        else:
+            check_state_dict(agent.policy.state_dict(), arrays, source)
+            agent.policy.params.load_state_dict(arrays)
+            agent.global_step = int(meta.get("global_step", 0))
         return agent
 
 

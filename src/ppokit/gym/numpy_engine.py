@@ -22,6 +22,9 @@ _STAT_NAMES = ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_
 
 
 class NumpyEngine:
+    """A minibatch whose loss or gradient is not finite is skipped (no optimizer step) and counted in
+    the stats as ``skipped_steps``; ``trailing_skipped_steps`` counts those in a row at the end."""
+
     name = "numpy"
 
     def __init__(self, params: PolicyParameters, dist, activation: str, learning_rate: float, adam_eps: float):
@@ -36,6 +39,13 @@ class NumpyEngine:
     def set_learning_rate(self, learning_rate: float) -> None:
         self.optimizer.lr = learning_rate
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The optimizer's state, for checkpoints."""
+        return {f"adam.{name}": array for name, array in self.optimizer.state_dict().items()}
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
+        self.optimizer.load_state_dict({name[len("adam."):]: array for name, array in arrays.items()})
+
     def score(self, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(log-probs, values) computed exactly as the update's forward pass computes them."""
         logprob, _, _ = self.dist.log_prob_entropy(self.actor.forward(obs), actions, self.log_std)
@@ -49,6 +59,7 @@ class NumpyEngine:
         num_minibatches = 0
         first_ratio_deviation = float("nan")
         stopped_early = False
+        skipped = trailing_skips = 0
         for epoch in range(settings.n_epochs):
             permutation = order(epoch)
             for start in range(0, num_samples, settings.minibatch_size):
@@ -57,8 +68,13 @@ class NumpyEngine:
                 if stats is None:  # target-KL stop: this minibatch was not applied
                     stopped_early = True
                     break
-                if num_minibatches == 0:
+                if num_minibatches + skipped == 0:
                     first_ratio_deviation = stats["ratio_max_deviation"]
+                if stats["skipped"]:  # non-finite loss or gradient: nothing was applied
+                    skipped += 1
+                    trailing_skips += 1
+                    continue
+                trailing_skips = 0
                 grad_norm_total += stats["grad_norm"]
                 for name in _STAT_NAMES:
                     totals[name] += stats[name]
@@ -68,7 +84,8 @@ class NumpyEngine:
         count = max(num_minibatches, 1)
         result = {name: total / count for name, total in totals.items()}
         result.update(grad_norm=grad_norm_total / count, first_ratio_deviation=first_ratio_deviation,
-                      num_minibatches=float(num_minibatches), stopped_early=float(stopped_early))
+                      num_minibatches=float(num_minibatches), stopped_early=float(stopped_early),
+                      skipped_steps=float(skipped), trailing_skipped_steps=float(trailing_skips))
         return result
 
     def _minibatch_step(self, mb: dict[str, np.ndarray], settings: UpdateSettings) -> dict[str, float] | None:
@@ -135,8 +152,8 @@ class NumpyEngine:
 
         grad = self.params.grad
         grad_norm = math.sqrt(float(np.dot(grad, grad)))
-        if not math.isfinite(grad_norm):
-            raise FloatingPointError(f"non-finite gradient norm ({grad_norm}) in the PPO update")
+        if not (math.isfinite(grad_norm) and math.isfinite(loss)):
+            return {"skipped": True, "ratio_max_deviation": float("nan")}
         if settings.max_grad_norm is not None:
             coef = settings.max_grad_norm / (grad_norm + 1e-6)
             if coef < 1.0:
@@ -152,4 +169,5 @@ class NumpyEngine:
             "ratio_max_deviation": float(deviation.max()),
             "loss": loss,
             "grad_norm": grad_norm,
+            "skipped": False,
         }

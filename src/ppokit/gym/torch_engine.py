@@ -84,6 +84,21 @@ class TorchEngine:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
 
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Adam's moments and step counts per parameter, plus torch's RNG state, as numpy arrays."""
+        arrays = {"torch_rng": torch.get_rng_state().numpy()}
+        for i, param in enumerate(self.module.parameters()):
+            for name, value in self.optimizer.state.get(param, {}).items():
+                arrays[f"adam.{i}.{name}"] = value.detach().cpu().numpy()
+        return arrays
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
+        torch.set_rng_state(torch.from_numpy(arrays["torch_rng"].copy()))
+        for i, param in enumerate(self.module.parameters()):
+            state = {name.split(".", 2)[2]: torch.from_numpy(array.copy()) for name, array in arrays.items() if name.startswith(f"adam.{i}.")}
+            if state:
+                self.optimizer.state[param] = state
+
     @torch.no_grad()
     def score(self, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logprob, _, values = self.module.evaluate(torch.from_numpy(obs), torch.from_numpy(actions))
