@@ -106,3 +106,50 @@ class ConstantRewardVectorEnv(gym.vector.VectorEnv):
 VECTOR_ENV_ID = "ppokit-test/ConstantRewardVector-v0"
 if VECTOR_ENV_ID not in gym.registry:
     gym.register(VECTOR_ENV_ID, entry_point="envs:ConstantRewardEnv", vector_entry_point="envs:ConstantRewardVectorEnv", max_episode_steps=20)
+
+
+class FixedLengthWalkEnv(gym.Env):
+    """A walk on a line whose episodes all last exactly ``length`` steps and always start at 0.
+
+    With ``length`` equal to a rollout's n_steps, every update boundary is an episode boundary
+    and resets use no randomness: a resumed run sees exactly the observations of an uninterrupted one.
+    """
+
+    observation_space = gym.spaces.Box(-100.0, 100.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, length: int = 16):
+        self.length = length
+        self.t = 0
+        self.position = 0.0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.position = 0, 0.0
+        return np.array([self.position], np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        self.position += 1.0 if int(action) == 1 else -1.0
+        return np.array([self.position], np.float32), -abs(self.position - 3.0), False, self.t >= self.length, {}
+
+
+class CrashingEnv(gym.Env):
+    """Raises inside step() after ``crash_at`` steps of its lifetime."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, crash_at: int = 100):
+        self.crash_at = crash_at
+        self.calls = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.calls += 1
+        if self.calls >= self.crash_at:
+            raise RuntimeError("simulator lost contact")
+        return np.zeros(2, np.float32), 1.0, False, self.calls % 10 == 0, {}

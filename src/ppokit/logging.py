@@ -166,10 +166,11 @@ class ScalarWriter:
         self._writer.add_event(self._event(wall_time=time.time(), step=int(step), summary=summary))
 
     def purge_after(self, step: int) -> None:
-        """A session-start marker: TensorBoard drops earlier-written events with a larger step."""
+        """A session-start marker: TensorBoard drops earlier-written events whose step is above ``step``."""
         from tensorboard.compat.proto.event_pb2 import SessionLog
 
-        self._writer.add_event(self._event(wall_time=time.time(), step=int(step), session_log=SessionLog(status=SessionLog.START)))
+        # the marker discards events at its own step and later ones
+        self._writer.add_event(self._event(wall_time=time.time(), step=int(step) + 1, session_log=SessionLog(status=SessionLog.START)))
 
     def close(self) -> None:
         self._writer.close()

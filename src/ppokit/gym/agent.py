@@ -203,6 +203,9 @@ class PPO:
         """Write a full training checkpoint into the run dir (None without a run dir)."""
         if self.run_dir is None:
             return None
+        if not np.isfinite(self.policy.params.flat).all():
+            self.logger.message(f"warning: update {self.num_updates}: weights are not finite; no checkpoint written (the last good one is kept)")
+            return None
         arrays, state = run_state.capture(self)
         return save_checkpoint(self.run_dir, self.num_updates, arrays, state, self.config.keep_checkpoints)
 
