@@ -68,3 +68,11 @@ def test_eval_with_video_writes_mp4(tmp_path, capsys):
     assert main(["eval", str(run), "--episodes", "2", "--deterministic", "--video"]) == 0
     assert "video of one episode" in capsys.readouterr().out
     assert (run / "video.mp4").stat().st_size > 1000
+
+
+def test_python_api_run_ends_with_plot_and_model_card(tmp_path):
+    agent = PPO("CartPole-v1", {"n_envs": 2, "n_steps": 32, "minibatch_size": 32, "total_steps": 1024}, run_dir=tmp_path, verbose=False, progress_bar=False)
+    agent.learn()
+    with Image.open(tmp_path / "curves.png") as image:
+        assert image.size == (800, 500)
+    assert "# PPO on CartPole-v1" in (tmp_path / "README.md").read_text()

@@ -151,14 +151,12 @@ def _train(args) -> int:
 
 
 def _finish_run(agent, run_dir: Path) -> dict:
-    """Evaluate, then write eval.json, the learning-curve plot and the model card into the run dir."""
+    """Evaluate, write eval.json and add the result to the model card (learn() wrote the plot and card)."""
     from ppokit.gym.evaluate import evaluate_policy
     from ppokit.model_card import write_model_card
-    from ppokit.plots import plot_runs
 
     returns = evaluate_policy(agent, episodes=agent.config.eval_episodes, deterministic=True)
     result = _write_eval(run_dir, returns, deterministic=True)
-    plot_runs([run_dir], run_dir / "curves.png", title=f"PPO on {agent.env_id or 'custom env'}")
     write_model_card(run_dir)
     return result
 

@@ -146,7 +146,22 @@ class PPO:
         finally:
             self.logger.close()
             self.resumed_from = None
+        if self.run_dir is not None and not self.interrupted:
+            self._write_run_summary()
         return self
+
+    def _write_run_summary(self) -> None:
+        """The learning-curve plot and the model card in the run dir (the CLI adds the evaluation)."""
+        from ppokit.model_card import write_model_card
+        from ppokit.plots import plot_runs
+
+        config_path = self.run_dir / "config.yaml"
+        if not config_path.exists():
+            import yaml
+
+            config_path.write_text(yaml.safe_dump({"env_id": self.env_id, "preset": None, **self.config.to_dict()}, sort_keys=False))
+        plot_runs([self.run_dir], self.run_dir / "curves.png", title=f"PPO on {self.env_id or describe(self.env_source)}")
+        write_model_card(self.run_dir)
 
     def _one_update(self, lr_at, clip_at, callbacks) -> bool:
         """Collect, update, log, run the callbacks; returns False when a callback asks to stop."""
