@@ -86,3 +86,14 @@ def test_explained_variance():
     assert explained_variance(returns, returns) == pytest.approx(1.0)
     assert explained_variance(torch.full((4,), 2.5), returns) == pytest.approx(0.0)
     assert math.isnan(explained_variance(returns, torch.ones(4)))
+
+
+def test_explained_variance_takes_numpy_arrays_and_masks():
+    import numpy as np
+
+    returns = np.array([1.0, 2.0, 3.0, 4.0, 100.0], dtype=np.float32)
+    values = np.array([1.0, 2.0, 3.0, 4.0, -50.0], dtype=np.float32)
+    mask = np.array([1, 1, 1, 1, 0], dtype=np.float32)
+    assert explained_variance(values, returns, mask) == pytest.approx(1.0)  # the masked step is ignored
+    assert explained_variance(values, returns) < 0.5
+    assert explained_variance(values, returns) == pytest.approx(explained_variance(torch.from_numpy(values), torch.from_numpy(returns)))

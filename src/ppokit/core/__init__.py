@@ -17,7 +17,7 @@ _EXPORTS = {
     "clipped_surrogate": "losses",
     "value_loss": "losses",
     "entropy_bonus": "losses",
-    "explained_variance": "losses",
+    "explained_variance": "metrics",
     "kl_k1": "losses",
     "kl_k3": "losses",
     "masked_mean": "losses",

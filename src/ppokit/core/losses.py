@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from ppokit.core.metrics import explained_variance  # noqa: F401  (re-exported: part of the loss toolkit)
+
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     if mask is None:
@@ -103,11 +105,3 @@ def entropy_bonus(entropy: torch.Tensor, mask: torch.Tensor | None = None) -> tu
     """Mean entropy (to be maximized: the update subtracts ent_coef times it)."""
     mean = masked_mean(entropy, mask)
     return mean, {"entropy": mean.detach()}
-
-
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor | None = None) -> float:
-    """1 - Var[returns - values] / Var[returns]; NaN when the returns are constant."""
-    var_returns = masked_var(returns, mask)
-    if float(var_returns) == 0.0:
-        return float("nan")
-    return float(1.0 - masked_var(returns - values, mask) / var_returns)

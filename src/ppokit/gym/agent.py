@@ -13,6 +13,7 @@ import numpy as np
 from ppokit.checkpoint import CHECKPOINT_META_FILE, check_state_dict, list_checkpoints, load_checkpoint, load_model, save_checkpoint, save_model
 from ppokit.config import PPOConfig
 from ppokit.core.advantages import gae, next_values_from
+from ppokit.core.metrics import explained_variance
 from ppokit.core.schedules import make_schedule
 from ppokit.core.settings import UpdateSettings
 from ppokit.errors import CheckpointError, ConfigError, NonFiniteError
@@ -238,8 +239,9 @@ class PPO:
         obs, actions = (flat["obs"], flat["actions"]) if keep is None else (flat["obs"][keep], flat["actions"][keep])
         first_order = self.shuffle_rng.permutation(len(obs))
         logprobs, kept_values = score_in_minibatches(self.engine, obs, actions, first_order, config.minibatch_size)
-        values = kept_values if keep is None else np.zeros(num_steps * num_envs, dtype=np.float32)
-        if keep is not None:
+        values = kept_values
+        if keep is not None:  # masked steps get value 0: only their own (unused) advantages read it
+            values = np.zeros(num_steps * num_envs, dtype=np.float32)
             values[keep] = kept_values
         values = values.reshape(num_steps, num_envs)
         next_values = np.where(rollout["truncated"], rollout["truncated_values"], next_values_from(values, last_value))
@@ -370,9 +372,3 @@ def score_in_minibatches(engine, obs: np.ndarray, actions: np.ndarray, order: np
         index = order[start : start + minibatch_size]
         logprobs[index], values[index] = engine.score(obs[index], actions[index])
     return logprobs, values
-
-
-def explained_variance(values: np.ndarray, returns: np.ndarray) -> float:
-    """1 - Var[returns - values] / Var[returns]; NaN when the returns are constant."""
-    var_returns = float(np.var(returns))
-    return float("nan") if var_returns == 0.0 else 1.0 - float(np.var(returns - values)) / var_returns

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ppokit.checkpoint import check_state_dict
 from ppokit.errors import CheckpointError
 from ppokit.gym.spaces import space_to_json
 
@@ -60,8 +61,6 @@ def restore(agent: "PPO", arrays: dict[str, np.ndarray], state: dict[str, Any], 
         raise CheckpointError(f"{source}: written by the {state.get('engine')!r} engine, but the config selects {agent.engine.name!r}")
     model = {name[len(MODEL_PREFIX):]: array for name, array in arrays.items() if name.startswith(MODEL_PREFIX)}
     engine = {name[len(ENGINE_PREFIX):]: array for name, array in arrays.items() if name.startswith(ENGINE_PREFIX)}
-    from ppokit.checkpoint import check_state_dict
-
     check_state_dict(agent.policy.state_dict(), model, source)
     if agent.engine.name == "numpy":  # (a fresh torch optimizer has no per-parameter state to compare with)
         check_state_dict(agent.engine.state_dict(), engine, source)
