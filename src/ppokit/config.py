@@ -19,8 +19,40 @@ import yaml
 from ppokit.errors import ConfigError
 
 
+class ConfigBase:
+    """Shared by every config dataclass: build from a mapping, type-check each key, then validate()."""
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "ConfigBase":
+        """Build a validated config; unknown keys and wrong types are a ConfigError naming the key."""
+        config = cls()
+        config.update(values, source=source)
+        return config
+
+    def update(self, values: dict[str, Any], source: str = "config") -> "ConfigBase":
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: expected a mapping of config keys to values, got {type(values).__name__}")
+        hints = typing.get_type_hints(type(self))
+        for key, value in values.items():
+            if key not in hints:
+                raise ConfigError(f"{source}: unknown config key {key!r}{_suggest(key, self.field_names())}")
+            setattr(self, key, _coerce(key, value, hints[key], source))
+        self.validate()
+        return self
+
+    def validate(self) -> None:
+        """Range checks; each config overrides this."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 @dataclass
-class PPOConfig:
+class PPOConfig(ConfigBase):
     """Hyperparameters of one PPO run on a Gymnasium environment."""
 
     # --- rollout ---
@@ -116,29 +148,6 @@ class PPOConfig:
     tensorboard: bool = True
     """Write TensorBoard event files into the run directory."""
 
-    # ------------------------------------------------------------------
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "PPOConfig":
-        """Build a validated config; unknown keys and wrong types are a ConfigError naming the key."""
-        config = cls()
-        config.update(values, source=source)
-        return config
-
-    def update(self, values: dict[str, Any], source: str = "config") -> "PPOConfig":
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source}: expected a mapping of config keys to values, got {type(values).__name__}")
-        hints = typing.get_type_hints(type(self))
-        for key, value in values.items():
-            if key not in hints:
-                raise ConfigError(f"{source}: unknown config key {key!r}{_suggest(key, self.field_names())}")
-            setattr(self, key, _coerce(key, value, hints[key], source))
-        self.validate()
-        return self
-
     def validate(self) -> None:
         """Check every value's range and the ways they must agree with each other."""
         positive_ints = ["n_envs", "n_steps", "total_steps", "n_epochs", "minibatch_size", "eval_episodes", "log_interval", "torch_threads",
@@ -177,9 +186,6 @@ class PPOConfig:
                 f"minibatch_size={self.minibatch_size} is larger than one rollout "
                 f"(n_envs * n_steps = {rollout}); expected minibatch_size <= {rollout}"
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     @property
     def rollout_size(self) -> int:

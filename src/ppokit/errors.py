@@ -23,3 +23,7 @@ class CheckpointError(PPOKitError, ValueError):
 
 class NonFiniteError(PPOKitError):
     """Too many gradient steps in a row had a non-finite loss or gradient."""
+
+
+class RewardError(PPOKitError, RuntimeError):
+    """A reward function raised, or returned something that is not a finite number."""

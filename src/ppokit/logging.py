@@ -193,3 +193,57 @@ def _fmt(value):
     if isinstance(value, float):
         return "" if math.isnan(value) else repr(value)
     return value
+
+
+class MetricsLogger:
+    """One row per step for the language-model trainers: progress.csv, TensorBoard and a progress bar.
+
+    ``columns`` fixes the CSV header; a row may leave some empty. ``unit`` names what the bar counts
+    (optimizer steps for SFT and the reward model, episodes for PPO).
+    """
+
+    def __init__(self, run_dir: str | Path | None, columns: list[str], total: int, unit: str, tensorboard: bool = True,
+                 progress: bool | None = None, console: bool = True, log_interval: int = 1):
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.columns = columns
+        self.console = console
+        self.log_interval = log_interval
+        self.rows: list[dict[str, float]] = []
+        self._csv_file = self._csv = self._tb = None
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._csv_file = open(self.run_dir / "progress.csv", "w", newline="")
+            self._csv = csv.DictWriter(self._csv_file, fieldnames=columns, extrasaction="ignore")
+            self._csv.writeheader()
+            if tensorboard:
+                self._tb = ScalarWriter(self.run_dir)
+        show = sys.stderr.isatty() if progress is None else progress
+        self._bar = tqdm(total=total, unit=unit, disable=not show, dynamic_ncols=True)
+
+    def log(self, step: int, progress: int, row: dict[str, float], summary_keys: list[str] = ()) -> None:
+        """Record ``row`` at x-axis ``step``; ``progress`` is the bar's absolute position."""
+        row = {"step": step, **row}
+        self.rows.append(row)
+        if self._csv is not None:
+            self._csv.writerow({k: _fmt(v) for k, v in row.items()})
+            self._csv_file.flush()
+        if self._tb is not None:
+            for name, value in row.items():
+                if "/" in name and isinstance(value, (int, float)) and math.isfinite(value):
+                    self._tb.add_scalar(name, value, step)
+        self._bar.update(progress - self._bar.n)
+        shown = [f"{key.split('/')[-1]} {row[key]:.3g}" for key in summary_keys if isinstance(row.get(key), (int, float))]
+        self._bar.set_postfix_str(" ".join(shown))
+        if self.console and step % self.log_interval == 0:
+            self._bar.write(f"step {step:>6} | " + " | ".join(shown), file=sys.stdout)
+
+    def message(self, text: str) -> None:
+        if self.console or text.startswith("warning"):
+            self._bar.write(text, file=sys.stderr if text.startswith("warning") else sys.stdout)
+
+    def close(self) -> None:
+        self._bar.close()
+        if self._csv_file is not None:
+            self._csv_file.close()
+        if self._tb is not None:
+            self._tb.close()

@@ -27,6 +27,8 @@ _EXPORTS = {
     "constant": "schedules",
     "linear": "schedules",
     "make_schedule": "schedules",
+    "FixedKLController": "schedules",
+    "AdaptiveKLController": "schedules",
     "UpdateSettings": "settings",
     "ppo_update": "update",
 }

@@ -1,0 +1,35 @@
+"""The language-model front end: SFT, a reward model on preference pairs, and PPO with a per-token KL
+penalty against a frozen reference, on Hugging Face transformers and the shared ``ppokit.core``.
+
+    from ppokit.lm import SFTTrainer, RewardModelTrainer, LMPPOTrainer, FunctionReward
+"""
+
+import importlib
+
+_EXPORTS = {
+    "SFTConfig": "config",
+    "RewardModelConfig": "config",
+    "LMPPOConfig": "config",
+    "SFTTrainer": "sft",
+    "RewardModelTrainer": "reward_model",
+    "LMPPOTrainer": "ppo",
+    "FunctionReward": "rewards",
+    "RewardModelReward": "rewards",
+    "SumReward": "rewards",
+    "load_causal_lm": "models",
+    "load_tokenizer": "models",
+    "generate": "generation",
+    "GenerationSettings": "generation",
+    "get_task": "tasks",
+    "run_demo": "demo",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ppokit.lm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"ppokit.lm.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,228 @@
+"""Typed configuration of the three language-model trainers (same YAML + key=value style as `ppokit train`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ppokit.config import ConfigBase
+from ppokit.errors import ConfigError
+
+
+def _positive(config, names):
+    for name in names:
+        value = getattr(config, name)
+        if value is None or not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name} must be a positive number, got {value}")
+
+
+def _non_negative(config, names):
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{name} must be zero or a positive number, got {value}")
+
+
+@dataclass
+class _RunSettings:
+    """Fields every language-model trainer shares (kept as plain dataclass fields so YAML sees one flat mapping)."""
+
+    seed: int = 0
+    """Seed of torch, Python and the data order."""
+    log_interval: int = 10
+    """Print a console summary every this many optimizer steps (PPO: updates)."""
+    checkpoint_interval: int = 0
+    """Save a checkpoint every this many optimizer steps (PPO: updates); 0: only the final model."""
+    keep_checkpoints: int = 2
+    """How many of the newest checkpoints to keep."""
+    tensorboard: bool = True
+    """Write TensorBoard event files into the run directory."""
+    torch_threads: int = 0
+    """Threads torch may use; 0 leaves torch's default."""
+
+
+@dataclass
+class SFTConfig(ConfigBase, _RunSettings):
+    """Supervised fine-tuning: next-token loss on the completion tokens of (prompt, completion) rows."""
+
+    model: str = ""
+    """Base causal LM: a local folder or a hub id."""
+    data: str = ""
+    """JSONL file of {"prompt", "completion"} rows."""
+    eval_data: str | None = None
+    """JSONL of held-out rows; null: hold out eval_fraction of data."""
+    eval_fraction: float = 0.1
+    """Share of data held out for the evaluation loss when eval_data is null."""
+    epochs: int = 3
+    """Passes over the training rows."""
+    batch_size: int = 32
+    """Rows per optimizer step."""
+    learning_rate: float = 5e-5
+    """AdamW learning rate (linearly decayed to 0)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float | None = 1.0
+    """Global gradient-norm clip; null disables it."""
+    max_length: int | None = None
+    """Longest prompt + completion in tokens; null: the model's context length. Longer rows are an error."""
+    add_eos: bool = True
+    """End every completion with the EOS token, so the model learns to stop."""
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "log_interval", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        _positive(self, ["learning_rate"])
+        _non_negative(self, ["weight_decay", "max_grad_norm"])
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+
+
+@dataclass
+class RewardModelConfig(ConfigBase, _RunSettings):
+    """A scalar reward model trained on (prompt, chosen, rejected) rows with the Bradley-Terry loss."""
+
+    model: str = ""
+    """Starting point: a causal LM or sequence-classification folder or hub id (the scalar head starts fresh if absent)."""
+    data: str = ""
+    """JSONL file of {"prompt", "chosen", "rejected"} rows."""
+    eval_data: str | None = None
+    """JSONL of held-out pairs; null: hold out eval_fraction of data."""
+    eval_fraction: float = 0.1
+    """Share of pairs held out for pairwise accuracy when eval_data is null."""
+    epochs: int = 1
+    """Passes over the training pairs."""
+    batch_size: int = 16
+    """Pairs per optimizer step."""
+    learning_rate: float = 5e-5
+    """AdamW learning rate (linearly decayed to 0)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float | None = 1.0
+    """Global gradient-norm clip; null disables it."""
+    max_length: int | None = None
+    """Longest prompt + response in tokens; null: the model's context length."""
+    padding_side: Literal["right", "left"] = "right"
+    """Where padding goes in a batch; the score is read at the last real token either way."""
+    center_rewards_coef: float = 0.0
+    """Weight of a penalty on the squared mean score, which keeps scores centered at 0."""
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "log_interval", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        _positive(self, ["learning_rate"])
+        _non_negative(self, ["weight_decay", "max_grad_norm", "center_rewards_coef"])
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+
+
+@dataclass
+class LMPPOConfig(ConfigBase, _RunSettings):
+    """PPO of a causal LM against a reward (model and/or function) with a per-token KL penalty to a reference."""
+
+    # --- models and data ---
+    policy: str = ""
+    """The policy to train (usually the SFT model): a local folder or a hub id."""
+    reference: str | None = None
+    """Frozen reference for the KL penalty; null: a frozen copy of the policy (with LoRA: the policy with its adapter off)."""
+    reward_model: str | None = None
+    """Reward model folder or hub id (scalar head); null if only reward_function is used."""
+    reward_function: list = field(default_factory=list)
+    """Python reward functions (prompt, response) -> float as 'module:function' or 'file.py:function'; summed with the reward model."""
+    value_model: str | None = None
+    """Initial value model; null: the reward model if given, else the policy's body with a fresh scalar head."""
+    prompts: str = ""
+    """JSONL file of {"prompt"} rows."""
+    lora: dict | None = None
+    """Train a LoRA adapter instead of all weights: {r, alpha, dropout, target_modules}; null: full fine-tuning."""
+
+    # --- rollout ---
+    total_episodes: int = 10_000
+    """Responses to generate over the whole run (prompts are cycled)."""
+    batch_size: int = 64
+    """Prompts per rollout (one PPO update each)."""
+    max_new_tokens: int = 16
+    """Longest response; a response that ends without EOS gets missing_eos_penalty."""
+    temperature: float = 1.0
+    """Sampling temperature (log-probs for PPO use the same temperature)."""
+    top_k: int = 0
+    """Sample from the k most likely tokens only; 0 disables."""
+    top_p: float = 1.0
+    """Nucleus sampling: the smallest set of tokens with this much probability; 1 disables."""
+    truncate_prompts: bool = False
+    """Keep only the last tokens of a prompt that does not fit the context with max_new_tokens; false: an error."""
+
+    # --- reward shaping ---
+    kl_estimator: Literal["k1", "k3"] = "k1"
+    """Per-token KL estimator: k1 = log p - log ref, k3 = (r - 1) - log r with r = ref / p."""
+    kl_coef: float = 0.05
+    """Weight of the per-token KL penalty (initial value when adaptive_kl is true)."""
+    adaptive_kl: bool = False
+    """Adjust kl_coef toward kl_target (proportional controller)."""
+    kl_target: float = 6.0
+    """Target of the summed per-response KL for adaptive_kl."""
+    kl_horizon: int = 10_000
+    """Horizon of the adaptive controller, in episodes."""
+    missing_eos_penalty: float | None = 1.0
+    """Subtracted from the score of a response that does not end with EOS; null disables."""
+    score_normalization: Literal["none", "batch", "running"] = "running"
+    """Normalize scores before the KL penalty is added: by the batch's or a running mean and std."""
+    score_clip: float | None = None
+    """Clip (normalized) scores to [-score_clip, score_clip]; null disables."""
+
+    # --- PPO update (ppokit.core) ---
+    n_epochs: int = 4
+    """Passes over each rollout."""
+    minibatch_size: int = 16
+    """Responses per gradient step."""
+    grad_accum_steps: int = 1
+    """Split each minibatch into this many micro-batches (same result, less memory)."""
+    learning_rate: float = 1e-5
+    """Adam learning rate of the policy and value model (constant)."""
+    adam_eps: float = 1e-5
+    """Adam epsilon."""
+    gamma: float = 1.0
+    """Discount over response tokens."""
+    gae_lambda: float = 0.95
+    """GAE lambda over response tokens."""
+    clip_range: float = 0.2
+    """PPO ratio clip."""
+    clip_range_vf: float | None = 0.2
+    """Clip the value update around the old values; null disables."""
+    vf_coef: float = 0.1
+    """Weight of the value loss."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    max_grad_norm: float | None = 1.0
+    """Global gradient-norm clip; null disables it."""
+    target_kl: float | None = None
+    """Stop an update's epochs once the approximate KL between old and new policy exceeds 1.5 x this."""
+    whiten_advantages: bool = True
+    """Whiten advantages over all real response tokens of the rollout."""
+
+    def validate(self) -> None:
+        for name in ("total_episodes", "batch_size", "max_new_tokens", "n_epochs", "minibatch_size", "grad_accum_steps",
+                     "log_interval", "keep_checkpoints", "kl_horizon"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        _positive(self, ["learning_rate", "adam_eps", "clip_range", "temperature", "kl_target"])
+        _non_negative(self, ["kl_coef", "vf_coef", "ent_coef", "clip_range_vf", "max_grad_norm", "target_kl", "missing_eos_penalty", "score_clip"])
+        if self.top_k < 0:
+            raise ConfigError(f"top_k must be 0 (disabled) or positive, got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.minibatch_size > self.batch_size:
+            raise ConfigError(f"minibatch_size={self.minibatch_size} is larger than batch_size={self.batch_size}; expected minibatch_size <= batch_size")
+        if self.total_episodes < self.batch_size:
+            raise ConfigError(f"total_episodes={self.total_episodes} is smaller than one rollout (batch_size={self.batch_size})")
+        if any(not isinstance(f, str) or ":" not in f for f in self.reward_function):
+            raise ConfigError(f"reward_function entries must be 'module:function' or 'file.py:function' strings, got {self.reward_function}")
+        if self.lora is not None:
+            unknown = set(self.lora) - {"r", "alpha", "dropout", "target_modules"}
+            if unknown:
+                raise ConfigError(f"lora has unknown keys {sorted(unknown)}; expected r, alpha, dropout, target_modules")

@@ -1,0 +1,47 @@
+"""Sampling responses from a causal LM: temperature, top-k, top-p, greedy, with the KV cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ppokit.lm.encoding import encode_prompt
+from ppokit.lm.sequences import pad_sequences, truncate_at_eos
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    greedy: bool = False
+
+
+@torch.no_grad()
+def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, settings: GenerationSettings,
+                     eos_id: int, pad_id: int) -> torch.Tensor:
+    """Raw generated tokens [B, R] after left-padded prompts (not yet cut at EOS).
+
+    The pad token is never sampled (it would be indistinguishable from padding); past key/values are
+    cached, so each new token costs one forward pass over one position.
+    """
+    was_training = model.training
+    model.eval()
+    options = {"do_sample": False} if settings.greedy else {
+        "do_sample": True, "temperature": settings.temperature, "top_k": settings.top_k or None, "top_p": settings.top_p}
+    output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=settings.max_new_tokens,
+                            min_new_tokens=1, eos_token_id=eos_id, pad_token_id=pad_id, use_cache=True,
+                            suppress_tokens=[pad_id] if pad_id != eos_id else None, **options)
+    model.train(was_training)
+    return output[:, prompt_ids.shape[1]:]
+
+
+def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings | None = None) -> list[str]:
+    """Texts of the responses to ``prompts`` (cut at EOS, special tokens removed)."""
+    settings = settings or GenerationSettings()
+    ids, mask = pad_sequences([encode_prompt(tokenizer, p) for p in prompts], tokenizer.pad_token_id, side="left")
+    raw = sample_responses(model, ids, mask, settings, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    responses, response_mask, _ = truncate_at_eos(raw, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    return [tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True) for r, m in zip(responses, response_mask)]

@@ -1,0 +1,148 @@
+"""The reward model: a scalar head on a transformer body, trained on preference pairs with the
+Bradley-Terry loss -log sigmoid(score(chosen) - score(rejected)).
+
+The score of a sequence is the head's output at its last real token, found from the attention mask,
+so it is right for left- and right-padded batches alike (and never depends on where the pad id is).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import torch
+
+from ppokit.errors import ConfigError
+from ppokit.lm.checkpoints import save_training_state
+from ppokit.lm.config import RewardModelConfig
+from ppokit.lm.data import load_rows, split_rows
+from ppokit.lm.encoding import check_length, encode_prompt, encode_response
+from ppokit.lm.models import context_length, load_scalar_model, load_tokenizer, resize_for_tokenizer, save_pretrained
+from ppokit.lm.sequences import last_token_index, pad_sequences, position_ids
+from ppokit.logging import MetricsLogger
+
+
+def token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The scalar head at every position, [B, T]: per-token values for a value model."""
+    body = getattr(model, model.base_model_prefix, None)
+    head = getattr(model, "score", None)
+    if body is None or head is None:
+        raise ConfigError(f"{type(model).__name__} has no '{model.base_model_prefix}' body with a 'score' head; "
+                          "expected an AutoModelForSequenceClassification with one label")
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)).last_hidden_state
+    return head(hidden).squeeze(-1).float()
+
+
+def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """One score per sequence, [B], read at its last real token."""
+    scores = token_scores(model, input_ids, attention_mask)
+    return scores.gather(1, last_token_index(attention_mask).unsqueeze(1)).squeeze(1)
+
+
+class RewardModelTrainer:
+    """Trains ``config.model`` with a one-label scalar head on (prompt, chosen, rejected) rows."""
+
+    def __init__(self, config: RewardModelConfig, run_dir: str | Path | None = None, model=None, tokenizer=None,
+                 train_rows: list[dict] | None = None, eval_rows: list[dict] | None = None,
+                 progress: bool | None = None, verbose: bool = True):
+        self.config = config
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+        torch.manual_seed(config.seed)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model)
+        self.model = model if model is not None else load_scalar_model(config.model, self.tokenizer)
+        resize_for_tokenizer(self.model, self.tokenizer)
+        if train_rows is None:
+            train_rows = load_rows(config.data, "preference")
+            if eval_rows is None and config.eval_data is not None:
+                eval_rows = load_rows(config.eval_data, "preference")
+            elif eval_rows is None:
+                train_rows, eval_rows = split_rows(train_rows, config.eval_fraction, config.seed)
+        limit = config.max_length or context_length(self.model)
+        self.train_pairs = [self._encode(row, limit, f"training pair {i + 1}") for i, row in enumerate(train_rows)]
+        self.eval_pairs = [self._encode(row, limit, f"evaluation pair {i + 1}") for i, row in enumerate(eval_rows or [])]
+        self.progress, self.verbose = progress, verbose
+
+    def _encode(self, row: dict, limit: int | None, where: str) -> tuple[list[int], list[int]]:
+        prompt = encode_prompt(self.tokenizer, row["prompt"])
+        chosen = prompt + encode_response(self.tokenizer, row["chosen"])
+        rejected = prompt + encode_response(self.tokenizer, row["rejected"])
+        check_length(max(len(chosen), len(rejected)), limit, where, "prompt + response")
+        return chosen, rejected
+
+    def pair_scores(self, pairs: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+        sequences = [c for c, _ in pairs] + [r for _, r in pairs]
+        ids, mask = pad_sequences(sequences, self.tokenizer.pad_token_id, side=self.config.padding_side)
+        scores = sequence_scores(self.model, ids, mask)
+        return scores[: len(pairs)], scores[len(pairs) :]
+
+    @torch.no_grad()
+    def evaluate(self, pairs: list | None = None) -> dict[str, float]:
+        """Pairwise accuracy (ties count half) and mean loss on held-out pairs."""
+        pairs = self.eval_pairs if pairs is None else pairs
+        if not pairs:
+            return {"accuracy": float("nan"), "loss": float("nan")}
+        self.model.eval()
+        correct, loss = 0.0, 0.0
+        for start in range(0, len(pairs), self.config.batch_size):
+            chosen, rejected = self.pair_scores(pairs[start : start + self.config.batch_size])
+            margin = chosen - rejected
+            correct += float((margin > 0).sum() + 0.5 * (margin == 0).sum())
+            loss += float(-torch.nn.functional.logsigmoid(margin).sum())
+        return {"accuracy": correct / len(pairs), "loss": loss / len(pairs)}
+
+    def train(self) -> dict[str, float]:
+        config = self.config
+        steps_per_epoch = math.ceil(len(self.train_pairs) / config.batch_size)
+        total_steps = steps_per_epoch * config.epochs
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
+        logger = MetricsLogger(self.run_dir, ["step", "epoch", "train/loss", "train/accuracy", "train/margin", "train/grad_norm", "eval/loss", "eval/accuracy"],
+                               total=total_steps, unit="step", tensorboard=config.tensorboard, progress=self.progress,
+                               console=self.verbose, log_interval=config.log_interval)
+        before = self.evaluate()
+        order = random.Random(config.seed)
+        step = 0
+        try:
+            for epoch in range(config.epochs):
+                indices = list(range(len(self.train_pairs)))
+                order.shuffle(indices)
+                self.model.train()
+                for start in range(0, len(indices), config.batch_size):
+                    chosen, rejected = self.pair_scores([self.train_pairs[i] for i in indices[start : start + config.batch_size]])
+                    margin = chosen - rejected
+                    loss = -torch.nn.functional.logsigmoid(margin).mean()
+                    if config.center_rewards_coef:
+                        loss = loss + config.center_rewards_coef * ((chosen + rejected) ** 2).mean()
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"reward-model loss is {float(loss)} at step {step + 1}; lower learning_rate")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm or float("inf"))
+                    optimizer.step()
+                    schedule.step()
+                    step += 1
+                    row = {"epoch": epoch + 1, "train/loss": float(loss.detach()), "train/accuracy": float((margin > 0).float().mean()),
+                           "train/margin": float(margin.mean()), "train/grad_norm": float(grad_norm)}
+                    if step == total_steps or step % steps_per_epoch == 0:
+                        held_out = self.evaluate()
+                        row |= {"eval/loss": held_out["loss"], "eval/accuracy": held_out["accuracy"]}
+                        self.model.train()
+                    logger.log(step, step, row, ["train/loss", "train/accuracy", "eval/accuracy"])
+                    if self.run_dir is not None and config.checkpoint_interval and step % config.checkpoint_interval == 0:
+                        save_training_state(self.run_dir, step, {"reward_model": self.model}, optimizer, {"trainer": "rm", "epoch": epoch}, config.keep_checkpoints)
+        finally:
+            logger.close()
+        self.model.eval()
+        after = self.evaluate()
+        result = {"eval_accuracy_before": before["accuracy"], "eval_accuracy": after["accuracy"], "eval_loss": after["loss"], "steps": step}
+        if self.run_dir is not None:
+            self.save(self.run_dir / "model")
+            (self.run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+    def save(self, directory: str | Path) -> Path:
+        return save_pretrained(self.model, self.tokenizer, directory)

@@ -1,0 +1,62 @@
+"""Token-level tensor helpers: padding, positions, the last real token, EOS truncation, log-probs.
+
+Conventions: prompts are left-padded (so every generation starts at the same column), responses are
+right-padded; masks are 1 on real tokens and 0 on padding; padding is never inferred from the pad id
+(a model may sample that id), always from the lengths ppokit tracks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def pad_sequences(sequences: list[list[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack token lists into (ids, attention_mask), padding on ``side`` ('left' or 'right')."""
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    width = max((len(s) for s in sequences), default=0)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, tokens in enumerate(sequences):
+        if not tokens:
+            continue
+        span = slice(width - len(tokens), width) if side == "left" else slice(0, len(tokens))
+        ids[row, span] = torch.tensor(tokens, dtype=torch.long)
+        mask[row, span] = 1
+    return ids, mask
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, so a left-padded row starts at position 0."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Column of the last real token of each row, whatever the padding side."""
+    columns = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    return (attention_mask.long() * (columns + 1)).argmax(-1)
+
+
+def truncate_at_eos(responses: torch.Tensor, eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cut each response after its first EOS (kept as the last real token).
+
+    Returns (responses with pad after the EOS, response mask, has_eos per row). A response without
+    EOS keeps all its tokens; the caller decides its penalty.
+    """
+    is_eos = responses == eos_id
+    has_eos = is_eos.any(-1)
+    length = torch.where(has_eos, is_eos.long().argmax(-1) + 1, torch.full_like(has_eos, responses.shape[-1], dtype=torch.long))
+    columns = torch.arange(responses.shape[-1], device=responses.device)
+    mask = (columns.unsqueeze(0) < length.unsqueeze(1)).long()
+    return torch.where(mask.bool(), responses, torch.full_like(responses, pad_id)), mask, has_eos
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log p(token) under softmax(logits / temperature): the distribution the tokens were sampled from."""
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return -(logp.exp() * logp).sum(-1)

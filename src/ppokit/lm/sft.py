@@ -1,0 +1,131 @@
+"""Supervised fine-tuning: next-token cross-entropy on the completion tokens only."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import torch
+
+from ppokit.lm.checkpoints import save_training_state
+from ppokit.lm.config import SFTConfig
+from ppokit.lm.data import load_rows, split_rows
+from ppokit.lm.encoding import check_length, encode_prompt, encode_response
+from ppokit.lm.models import context_length, load_causal_lm, load_tokenizer, resize_for_tokenizer, save_pretrained
+from ppokit.lm.sequences import pad_sequences, position_ids
+from ppokit.logging import MetricsLogger
+
+IGNORE = -100  # label of prompt and padding positions: no loss there
+
+
+class SFTTrainer:
+    """Fine-tunes ``config.model`` (or the given model) on (prompt, completion) rows; ``train()`` returns the losses."""
+
+    def __init__(self, config: SFTConfig, run_dir: str | Path | None = None, model=None, tokenizer=None,
+                 train_rows: list[dict] | None = None, eval_rows: list[dict] | None = None,
+                 progress: bool | None = None, verbose: bool = True):
+        self.config = config
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+        torch.manual_seed(config.seed)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model)
+        self.model = model if model is not None else load_causal_lm(config.model, self.tokenizer)
+        resize_for_tokenizer(self.model, self.tokenizer)
+        if train_rows is None:
+            train_rows = load_rows(config.data, "sft")
+            if eval_rows is None and config.eval_data is not None:
+                eval_rows = load_rows(config.eval_data, "sft")
+            elif eval_rows is None:
+                train_rows, eval_rows = split_rows(train_rows, config.eval_fraction, config.seed)
+        limit = config.max_length or context_length(self.model)
+        self.train_examples = [self._encode(row, limit, f"training row {i + 1}") for i, row in enumerate(train_rows)]
+        self.eval_examples = [self._encode(row, limit, f"evaluation row {i + 1}") for i, row in enumerate(eval_rows or [])]
+        self.progress, self.verbose = progress, verbose
+
+    def _encode(self, row: dict, limit: int | None, where: str) -> tuple[list[int], int]:
+        prompt = encode_prompt(self.tokenizer, row["prompt"])
+        completion = encode_response(self.tokenizer, row["completion"], add_eos=self.config.add_eos)
+        check_length(len(prompt) + len(completion), limit, where, "prompt + completion")
+        return prompt + completion, len(prompt)
+
+    def _batch(self, examples: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
+        ids, mask = pad_sequences([tokens for tokens, _ in examples], self.tokenizer.pad_token_id, side="right")
+        labels = ids.clone()
+        labels[mask == 0] = IGNORE
+        for row, (_, prompt_length) in enumerate(examples):
+            labels[row, :prompt_length] = IGNORE
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """Mean cross-entropy over completion tokens, and how many there were."""
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            position_ids=position_ids(batch["attention_mask"])).logits
+        targets = batch["labels"][:, 1:]
+        count = int((targets != IGNORE).sum())
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                                                 ignore_index=IGNORE, reduction="sum")
+        return loss / max(count, 1), count
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Token-weighted mean completion loss on the held-out rows (NaN without any)."""
+        if not self.eval_examples:
+            return float("nan")
+        self.model.eval()
+        total, tokens = 0.0, 0
+        for start in range(0, len(self.eval_examples), self.config.batch_size):
+            loss, count = self.loss(self._batch(self.eval_examples[start : start + self.config.batch_size]))
+            total += float(loss) * count
+            tokens += count
+        return total / max(tokens, 1)
+
+    def train(self) -> dict[str, float]:
+        config = self.config
+        steps_per_epoch = math.ceil(len(self.train_examples) / config.batch_size)
+        total_steps = steps_per_epoch * config.epochs
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
+        logger = MetricsLogger(self.run_dir, ["step", "epoch", "train/loss", "train/learning_rate", "train/grad_norm", "eval/loss"],
+                               total=total_steps, unit="step", tensorboard=config.tensorboard, progress=self.progress,
+                               console=self.verbose, log_interval=config.log_interval)
+        eval_before = self.evaluate()
+        order = random.Random(config.seed)
+        step, last_loss = 0, float("nan")
+        try:
+            for epoch in range(config.epochs):
+                indices = list(range(len(self.train_examples)))
+                order.shuffle(indices)
+                self.model.train()
+                for start in range(0, len(indices), config.batch_size):
+                    batch = self._batch([self.train_examples[i] for i in indices[start : start + config.batch_size]])
+                    loss, _ = self.loss(batch)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"SFT loss is {float(loss)} at step {step + 1}; lower learning_rate")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm or float("inf"))
+                    optimizer.step()
+                    schedule.step()
+                    step += 1
+                    last_loss = float(loss.detach())
+                    row = {"epoch": epoch + 1, "train/loss": last_loss, "train/learning_rate": schedule.get_last_lr()[0], "train/grad_norm": float(grad_norm)}
+                    if step == total_steps or step % steps_per_epoch == 0:
+                        row["eval/loss"] = self.evaluate()
+                        self.model.train()
+                    logger.log(step, step, row, ["train/loss", "eval/loss"])
+                    if self.run_dir is not None and config.checkpoint_interval and step % config.checkpoint_interval == 0:
+                        save_training_state(self.run_dir, step, {"policy": self.model}, optimizer, {"trainer": "sft", "epoch": epoch}, config.keep_checkpoints)
+        finally:
+            logger.close()
+        self.model.eval()
+        result = {"train_loss": last_loss, "eval_loss_before": eval_before, "eval_loss": self.evaluate(), "steps": step}
+        if self.run_dir is not None:
+            self.save(self.run_dir / "model")
+            (self.run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+    def save(self, directory: str | Path) -> Path:
+        return save_pretrained(self.model, self.tokenizer, directory)
