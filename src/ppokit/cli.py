@@ -1,4 +1,5 @@
-"""Command line: `ppokit train`, `ppokit eval`, `ppokit plot`, `ppokit presets`, `ppokit envs`."""
+"""Command line: `ppokit train`, `ppokit eval`, `ppokit plot`, `ppokit presets`, `ppokit envs`, and `ppokit lm ...`
+(the language-model commands, in ppokit/lm/cli.py)."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     args, extras = parser.parse_known_args(argv)
     overrides = [e for e in extras if "=" in e and not e.startswith("-")]
     unknown = [e for e in extras if e not in overrides]
-    if unknown or (overrides and getattr(args, "command", None) != "train"):
+    takes_overrides = hasattr(args, "overrides")
+    if unknown or (overrides and not takes_overrides):
         parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
-    if getattr(args, "command", None) == "train":
+    if takes_overrides:
         args.overrides = list(args.overrides) + overrides
     if not getattr(args, "command", None):
         parser.print_help()
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ppokit", description="Proximal Policy Optimization for Gymnasium environments.")
+    parser = argparse.ArgumentParser(prog="ppokit", description="Proximal Policy Optimization for Gymnasium environments and language models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     train = sub.add_parser(
@@ -82,6 +84,10 @@ def _build_parser() -> argparse.ArgumentParser:
     envs = sub.add_parser("envs", help="list registered Gymnasium environment ids", description="List the environment ids registered with Gymnasium.")
     envs.add_argument("filter", nargs="?", default="", help="only ids containing this text")
     envs.set_defaults(handler=_envs)
+
+    from ppokit.lm.cli import add_lm_parser
+
+    add_lm_parser(sub)
     return parser
 
 

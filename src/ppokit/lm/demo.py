@@ -17,10 +17,10 @@ import torch
 from ppokit.lm.config import LMPPOConfig, RewardModelConfig, SFTConfig
 from ppokit.lm.data import write_jsonl
 from ppokit.lm.generation import GenerationSettings, generate
-from ppokit.lm.models import build_tiny_causal_lm, load_causal_lm, load_scalar_model, load_tokenizer, save_pretrained
+from ppokit.lm.models import build_tiny_causal_lm, load_causal_lm, load_tokenizer, save_pretrained
 from ppokit.lm.ppo import LMPPOTrainer
 from ppokit.lm.reward_model import RewardModelTrainer
-from ppokit.lm.rewards import FunctionReward, RewardModelReward
+from ppokit.lm.rewards import FunctionReward
 from ppokit.lm.sft import SFTTrainer
 from ppokit.lm.tasks import get_task
 
@@ -31,6 +31,49 @@ def run_demo(task_name: str, run_dir: str | Path, seed: int = 0, reward: str = "
 
     ``overrides``: {'sft': {...}, 'reward_model': {...}, 'ppo': {...}} config values over the task's.
     """
+    say = print if verbose else (lambda *a, **k: None)
+    started = time.perf_counter()
+    stages = prepare_pipeline(task_name, run_dir, seed, reward, overrides, progress, say)
+    task, run_dir, overrides = stages["task"], Path(run_dir), overrides or {}
+
+    # PPO against the learned reward (or the gold rule); the gold reward is only watched
+    t0 = time.perf_counter()
+    ppo_config = LMPPOConfig.from_dict({**stages["ppo_values"], **overrides.get("ppo", {})})
+    reward_source = None if reward == "model" else FunctionReward(task.gold_reward, name=f"{task.name}_gold_reward")
+    trainer = LMPPOTrainer(ppo_config, run_dir / "ppo", reward=reward_source, gold_reward=task.gold_reward, progress=progress, verbose=False)
+    before = trainer.evaluate(stages["eval_prompts"], task.gold_reward, seed=seed)
+    say(f"[3/3] PPO for {ppo_config.total_episodes} episodes; before: gold {before['gold']:.3f}, score {before['score']:.3f}")
+    trainer.train()
+    after = trainer.evaluate(stages["eval_prompts"], task.gold_reward, seed=seed)
+    timings = {**stages["timings"], "ppo_seconds": time.perf_counter() - t0}
+
+    learned = reward == "model"
+    results = {
+        "task": task.name, "reward": reward, "seed": seed,
+        "gold_before": before["gold"], "gold_after": after["gold"],
+        "rm_before": before["score"] if learned else None, "rm_after": after["score"] if learned else None,
+        "kl_before": before["kl"], "kl": after["kl"],
+        "eos_fraction_after": after["eos_fraction"],
+        "sft_eval_loss": stages["sft_result"]["eval_loss"],
+        "rm_eval_accuracy": stages["rm_result"]["eval_accuracy"] if stages["rm_result"] else None,
+        "eval_prompts": len(stages["eval_prompts"]), "ppo_episodes": trainer.episodes,
+        "samples_before": before["samples"], "samples_after": after["samples"],
+        **timings, "total_seconds": time.perf_counter() - started,
+    }
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    _plot(trainer.history, results, run_dir / "results.png")
+    say(f"gold reward {results['gold_before']:.3f} -> {results['gold_after']:.3f}; KL to the SFT policy {results['kl']:.3f} nats; "
+        f"{results['total_seconds']:.0f} s; {run_dir / 'results.json'}")
+    return results
+
+
+def prepare_pipeline(task_name: str, run_dir: str | Path, seed: int = 0, reward: str = "model", overrides: dict | None = None,
+                     progress: bool | None = None, say=print) -> dict:
+    """Everything before PPO: the base model, SFT, and (for reward 'model') labelled pairs and the reward model.
+
+    Returns the task, the folders, the PPO config values (policy, prompts, reward model) and the
+    held-out evaluation prompts; the benchmark against other libraries starts PPO from here too.
+    """
     task = get_task(task_name)
     if reward not in ("model", "function"):
         raise ValueError(f"reward must be 'model' or 'function', got {reward!r}")
@@ -38,25 +81,23 @@ def run_demo(task_name: str, run_dir: str | Path, seed: int = 0, reward: str = "
     run_dir = Path(run_dir)
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    say = print if verbose else (lambda *a, **k: None)
     timings: dict[str, float] = {}
-    started = time.perf_counter()
 
-    # 1. a tiny base model, saved and loaded back through the path any user model takes
+    # a tiny base model, saved and loaded back through the path any user model takes
     base_dir = save_pretrained(build_tiny_causal_lm(task.build_tokenizer(), seed=seed, **task.model), task.build_tokenizer(), run_dir / "base")
     tokenizer = load_tokenizer(base_dir)
 
-    # 2. SFT on imperfect demonstrations
+    # SFT on imperfect demonstrations
     t0 = time.perf_counter()
     prompts = [task.sample_prompt(rng) for _ in range(task.sizes["sft_rows"])]
     sft_data = write_jsonl(run_dir / "data" / "sft.jsonl", ({"prompt": p, "completion": task.demonstration(p, rng)} for p in prompts))
     sft_config = SFTConfig.from_dict({"model": str(base_dir), "data": str(sft_data), "seed": seed, **task.sft, **overrides.get("sft", {})})
     say(f"[1/3] SFT on {len(prompts)} imperfect demonstrations")
-    sft = SFTTrainer(sft_config, run_dir / "sft", progress=progress, verbose=False).train()
+    sft_result = SFTTrainer(sft_config, run_dir / "sft", progress=progress, verbose=False).train()
     sft_dir = run_dir / "sft" / "model"
     timings["sft_seconds"] = time.perf_counter() - t0
 
-    # 3. preference pairs from the SFT policy, labelled by the gold reward; the reward model
+    # preference pairs from the SFT policy, ranked by the gold reward; the reward model
     rm_result = None
     if reward == "model":
         t0 = time.perf_counter()
@@ -71,56 +112,33 @@ def run_demo(task_name: str, run_dir: str | Path, seed: int = 0, reward: str = "
         say(f"      held-out pairwise accuracy {rm_result['eval_accuracy']:.3f}")
         timings["reward_model_seconds"] = time.perf_counter() - t0
 
-    # 4. PPO against the learned reward (or the gold rule), gold reward only watched
-    t0 = time.perf_counter()
     ppo_prompts = [task.sample_prompt(rng) for _ in range(task.sizes["ppo_prompts"])]
-    eval_prompts = [task.sample_prompt(random.Random(seed + 10_000)) for _ in range(task.sizes["eval_prompts"])]
+    eval_rng = random.Random(seed + 10_000)
+    eval_prompts = [task.sample_prompt(eval_rng) for _ in range(task.sizes["eval_prompts"])]
     prompt_data = write_jsonl(run_dir / "data" / "prompts.jsonl", ({"prompt": p} for p in ppo_prompts))
-    ppo_values = {"policy": str(sft_dir), "prompts": str(prompt_data), "seed": seed, **task.ppo, **overrides.get("ppo", {})}
+    ppo_values = {"policy": str(sft_dir), "prompts": str(prompt_data), "seed": seed, **task.ppo}
     if reward == "model":
         ppo_values["reward_model"] = str(run_dir / "reward_model" / "model")
-    ppo_config = LMPPOConfig.from_dict(ppo_values)
-    reward_source = None if reward == "model" else FunctionReward(task.gold_reward, name=f"{task.name}_gold_reward")
-    trainer = LMPPOTrainer(ppo_config, run_dir / "ppo", reward=reward_source, gold_reward=task.gold_reward, progress=progress, verbose=False)
-    # the learned reward scores every evaluation, whichever reward PPO optimizes
-    rm_scorer = trainer.reward if reward == "model" else None
-    before = trainer.evaluate(eval_prompts, task.gold_reward, seed=seed)
-    say(f"[3/3] PPO for {ppo_config.total_episodes} episodes; before: gold {before['gold']:.3f}, score {before['score']:.3f}")
-    trainer.train()
-    after = trainer.evaluate(eval_prompts, task.gold_reward, seed=seed)
-    timings["ppo_seconds"] = time.perf_counter() - t0
-
-    results = {
-        "task": task.name, "reward": reward, "seed": seed,
-        "gold_before": before["gold"], "gold_after": after["gold"],
-        "rm_before": before["score"] if rm_scorer else None, "rm_after": after["score"] if rm_scorer else None,
-        "kl_before": before["kl"], "kl": after["kl"],
-        "eos_fraction_after": after["eos_fraction"],
-        "sft_eval_loss": sft["eval_loss"], "rm_eval_accuracy": rm_result["eval_accuracy"] if rm_result else None,
-        "eval_prompts": len(eval_prompts), "ppo_episodes": trainer.episodes,
-        "samples_before": before["samples"], "samples_after": after["samples"],
-        **timings, "total_seconds": time.perf_counter() - started,
-    }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    _plot(trainer.history, results, run_dir / "results.png")
-    say(f"gold reward {results['gold_before']:.3f} -> {results['gold_after']:.3f}; KL to the SFT policy {results['kl']:.3f} nats; "
-        f"{results['total_seconds']:.0f} s; {run_dir / 'results.json'}")
-    return results
+    return {"task": task, "sft_dir": sft_dir, "ppo_values": ppo_values, "eval_prompts": eval_prompts,
+            "sft_result": sft_result, "rm_result": rm_result, "timings": timings}
 
 
 @torch.no_grad()
-def _labelled_pairs(policy, tokenizer, prompts: list[str], task, max_new_tokens: int, batch_size: int = 256) -> list[dict]:
-    """Two sampled responses per prompt, the one with the higher gold reward as 'chosen'; ties dropped."""
+def _labelled_pairs(policy, tokenizer, prompts: list[str], task, max_new_tokens: int, samples_per_prompt: int = 4,
+                    batch_size: int = 256) -> list[dict]:
+    """K responses per prompt, ranked by the gold reward, and every pair of them with different gold
+    rewards (the higher one 'chosen'): a rater ranking K answers at once, as in InstructGPT."""
     settings = GenerationSettings(max_new_tokens=max_new_tokens)
     pairs = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
-        first, second = generate(policy, tokenizer, chunk, settings), generate(policy, tokenizer, chunk, settings)
-        for prompt, a, b in zip(chunk, first, second):
-            gold_a, gold_b = task.gold_reward(prompt, a), task.gold_reward(prompt, b)
-            if gold_a != gold_b:
-                chosen, rejected = (a, b) if gold_a > gold_b else (b, a)
-                pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+        samples = [generate(policy, tokenizer, chunk, settings) for _ in range(samples_per_prompt)]
+        for row, prompt in enumerate(chunk):
+            ranked = sorted({s[row] for s in samples}, key=lambda response: -task.gold_reward(prompt, response))
+            for i, better in enumerate(ranked):
+                for worse in ranked[i + 1 :]:
+                    if task.gold_reward(prompt, better) > task.gold_reward(prompt, worse):
+                        pairs.append({"prompt": prompt, "chosen": better, "rejected": worse})
     return pairs
 
 

@@ -201,36 +201,41 @@ class LMPPOTrainer:
             model = self.policy if self.reference is None else self.reference
             return token_logprobs(self._forward(model, sequence_ids, sequence_mask, prompt_width), responses, self.config.temperature)
 
-    @torch.no_grad()
-    def rollout(self, prompt_indices: list[int]) -> dict:
-        """Sample, score and shape rewards for one batch of prompts."""
-        prompts = [self.prompts[i] for i in prompt_indices]
-        prompt_ids, prompt_mask = pad_sequences([self.prompt_ids[i] for i in prompt_indices], self.tokenizer.pad_token_id, side="left")
-        raw = sample_responses(self.policy, prompt_ids, prompt_mask, self.generation, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
+    def _sample_and_score(self, prompts: list[str], prompt_tokens: list[list[int]], settings: GenerationSettings) -> dict:
+        """Generate, cut at EOS, score once, and compute the policy's and the reference's log-probs."""
+        prompt_ids, prompt_mask = pad_sequences(prompt_tokens, self.tokenizer.pad_token_id, side="left")
+        raw = sample_responses(self.policy, prompt_ids, prompt_mask, settings, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
         responses, response_mask, has_eos = truncate_at_eos(raw, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
         sequence_ids, sequence_mask = torch.cat([prompt_ids, responses], 1), torch.cat([prompt_mask, response_mask], 1)
         width = prompt_ids.shape[1]
         logprobs = token_logprobs(self._forward(self.policy, sequence_ids, sequence_mask, width), responses, self.config.temperature)
         ref_logprobs = self._reference_logprobs(sequence_ids, sequence_mask, responses, width)
-        values = token_scores(self.value_model, sequence_ids, sequence_mask)[:, width - 1 : -1]
         texts = [self.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True) for r, m in zip(responses, response_mask)]
-        raw_scores = self.reward.score(ResponseBatch(prompts, texts, sequence_ids, sequence_mask, self.tokenizer))
-        scores = raw_scores.clone()
+        scores = self.reward.score(ResponseBatch(prompts, texts, sequence_ids, sequence_mask, self.tokenizer))
+        return {"prompts": prompts, "responses": texts, "raw_scores": scores, "has_eos": has_eos, "prompt_width": width,
+                "sequence_ids": sequence_ids, "sequence_mask": sequence_mask, "response_ids": responses,
+                "mask": response_mask.float(), "logprobs": logprobs, "ref_logprobs": ref_logprobs}
+
+    @torch.no_grad()
+    def rollout(self, prompt_indices: list[int]) -> dict:
+        """Sample, score and shape rewards for one batch of prompts."""
+        sampled = self._sample_and_score([self.prompts[i] for i in prompt_indices], [self.prompt_ids[i] for i in prompt_indices], self.generation)
+        width, mask, logprobs = sampled["prompt_width"], sampled["mask"], sampled["logprobs"]
+        values = token_scores(self.value_model, sampled["sequence_ids"], sampled["sequence_mask"])[:, width - 1 : -1]
+        scores = sampled["raw_scores"].clone()
         if self.config.missing_eos_penalty is not None:
-            scores[~has_eos] -= self.config.missing_eos_penalty
+            scores[~sampled["has_eos"]] -= self.config.missing_eos_penalty
         scores = self._normalize_scores(scores)
-        mask = response_mask.float()
-        kl = self.kl_estimator(logprobs, ref_logprobs) * mask
+        kl = self.kl_estimator(logprobs, sampled["ref_logprobs"]) * mask
         rewards = per_token_rewards(scores, kl, mask, self.kl_controller.value)
         advantages, returns = token_advantages(rewards, values, mask, self.config.gamma, self.config.gae_lambda)
         if self.config.whiten_advantages:
             advantages = masked_whiten(advantages, mask) * mask
         return {
-            "prompts": prompts, "responses": texts, "raw_scores": raw_scores, "scores": scores, "has_eos": has_eos,
-            "kl_sum": kl_k1(logprobs, ref_logprobs).mul(mask).sum(1), "rewards": rewards,
-            "samples": {"sequence_ids": sequence_ids, "sequence_mask": sequence_mask, "responses": responses, "mask": mask,
-                        "logprobs": logprobs, "values": values * mask, "advantages": advantages, "returns": returns},
-            "prompt_width": width,
+            **{k: sampled[k] for k in ("prompts", "responses", "raw_scores", "has_eos", "prompt_width")},
+            "scores": scores, "rewards": rewards, "kl_sum": kl_k1(logprobs, sampled["ref_logprobs"]).mul(mask).sum(1),
+            "samples": {"sequence_ids": sampled["sequence_ids"], "sequence_mask": sampled["sequence_mask"], "responses": sampled["response_ids"],
+                        "mask": mask, "logprobs": logprobs, "values": values * mask, "advantages": advantages, "returns": returns},
         }
 
     def _normalize_scores(self, scores: torch.Tensor) -> torch.Tensor:
@@ -315,21 +320,13 @@ class LMPPOTrainer:
         saved_rng = torch.get_rng_state()
         torch.manual_seed(seed)
         try:
-            ids = self._encode_prompts(prompts)
-            prompt_ids, prompt_mask = pad_sequences(ids, self.tokenizer.pad_token_id, side="left")
             settings = GenerationSettings(self.generation.max_new_tokens, self.generation.temperature, self.generation.top_k, self.generation.top_p, greedy)
-            raw = sample_responses(self.policy, prompt_ids, prompt_mask, settings, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
-            responses, response_mask, has_eos = truncate_at_eos(raw, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
-            sequence_ids, sequence_mask = torch.cat([prompt_ids, responses], 1), torch.cat([prompt_mask, response_mask], 1)
-            width = prompt_ids.shape[1]
-            logprobs = token_logprobs(self._forward(self.policy, sequence_ids, sequence_mask, width), responses, self.config.temperature)
-            ref_logprobs = self._reference_logprobs(sequence_ids, sequence_mask, responses, width)
-            texts = [self.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True) for r, m in zip(responses, response_mask)]
-            scores = self.reward.score(ResponseBatch(prompts, texts, sequence_ids, sequence_mask, self.tokenizer))
-            result = {"score": float(scores.mean()), "kl": float(kl_k1(logprobs, ref_logprobs).mul(response_mask).sum(1).mean()),
-                      "eos_fraction": float(has_eos.float().mean()), "samples": list(zip(prompts[:5], texts[:5]))}
+            sampled = self._sample_and_score(prompts, self._encode_prompts(prompts), settings)
+            kl = kl_k1(sampled["logprobs"], sampled["ref_logprobs"]).mul(sampled["mask"]).sum(1)
+            result = {"score": float(sampled["raw_scores"].mean()), "kl": float(kl.mean()), "eos_fraction": float(sampled["has_eos"].float().mean()),
+                      "samples": list(zip(prompts[:5], sampled["responses"][:5]))}
             if gold_reward is not None:
-                result["gold"] = sum(gold_reward(p, r) for p, r in zip(prompts, texts)) / len(prompts)
+                result["gold"] = sum(gold_reward(p, r) for p, r in zip(prompts, sampled["responses"])) / len(prompts)
             return result
         finally:
             torch.set_rng_state(saved_rng)

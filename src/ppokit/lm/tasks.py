@@ -73,7 +73,7 @@ def _sort_prompt(rng: random.Random, length: int = 5) -> str:
     return " ".join(rng.choice(DIGITS) for _ in range(length)) + " ="
 
 
-def _sort_demonstration(prompt: str, rng: random.Random, error_rate: float = 0.6) -> str:
+def _sort_demonstration(prompt: str, rng: random.Random, error_rate: float = 0.8) -> str:
     """The sorted digits, but in most demonstrations one or two digits are wrong (a careless rater)."""
     answer = sorted(t for t in prompt.split() if t in DIGITS)
     if rng.random() < error_rate:
@@ -110,7 +110,7 @@ TASKS = {
         reward_model={"epochs": 4, "batch_size": 64, "learning_rate": 1e-3},
         ppo={"total_episodes": 6400, "batch_size": 128, "minibatch_size": 32, "n_epochs": 4, "learning_rate": 5e-4,
              "max_new_tokens": 7, "kl_coef": 0.3, "vf_coef": 0.5},
-        sizes={"sft_rows": 4000, "preference_prompts": 6000, "ppo_prompts": 2000, "eval_prompts": 256},
+        sizes={"sft_rows": 4000, "preference_prompts": 3000, "ppo_prompts": 2000, "eval_prompts": 256},
     ),
     "reviews": DemoTask(
         name="reviews", description="short templated reviews; gold reward = sentiment-lexicon score",
@@ -121,7 +121,7 @@ TASKS = {
         reward_model={"epochs": 4, "batch_size": 64, "learning_rate": 1e-3},
         ppo={"total_episodes": 6400, "batch_size": 128, "minibatch_size": 32, "n_epochs": 4, "learning_rate": 5e-4,
              "max_new_tokens": 10, "kl_coef": 0.3, "vf_coef": 0.5},
-        sizes={"sft_rows": 4000, "preference_prompts": 6000, "ppo_prompts": 2000, "eval_prompts": 256},
+        sizes={"sft_rows": 4000, "preference_prompts": 3000, "ppo_prompts": 2000, "eval_prompts": 256},
     ),
 }
 

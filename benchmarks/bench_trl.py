@@ -1,0 +1,136 @@
+"""ppokit.lm's PPO side by side with trl==1.12.0 (trl.experimental.ppo, the last trl with PPO).
+
+Both start from the same SFT policy and reward model (built once by ppokit's sort demo pipeline),
+with the same prompts, rollout batch, minibatches, epochs, response length, KL coefficient and
+learning rate, alternating libraries run by run in fresh processes, one torch thread each. Reported:
+episodes per second of training (generation + scoring + update), and the gold reward and KL to the
+SFT policy of each trained policy, measured by the same code on the same held-out prompts.
+
+    python benchmarks/bench_trl.py            # what `make bench-lm` runs (creates .venv-trl first)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--total-episodes", type=int, default=6400)
+    parser.add_argument("--trl-python", default=str(HERE.parent / ".venv-trl" / "bin" / "python"))
+    parser.add_argument("--work-dir", default="/tmp/ppokit-bench-trl")
+    args = parser.parse_args()
+    work = Path(args.work_dir)
+
+    from ppokit.lm.demo import prepare_pipeline
+
+    setup = prepare_pipeline("sort", work / "setup", seed=0, reward="model", progress=False, say=print)
+    task = setup["task"]
+    hyperparameters = {key: value for key, value in {**task.ppo, "total_episodes": args.total_episodes}.items()}
+    hyperparameters.update({"temperature": 1.0, "missing_eos_penalty": 1.0, "adam_eps": 1e-5, "clip_range": 0.2, "clip_range_vf": 0.2,
+                            "gamma": 1.0, "gae_lambda": 0.95, "max_grad_norm": 1.0})
+    runs = []
+    for seed in args.seeds:
+        order = ["ppokit", "trl"] if seed % 2 == 0 else ["trl", "ppokit"]
+        for library in order:
+            out_dir = work / f"{library}-seed{seed}"
+            settings = {"sft_dir": str(setup["sft_dir"]), "rm_dir": setup["ppo_values"]["reward_model"], "prompts": setup["ppo_values"]["prompts"],
+                        "seed": seed, "threads": 1, "output_dir": str(out_dir / "policy"), "hyperparameters": hyperparameters}
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "settings.json").write_text(json.dumps(settings, indent=1))
+            python = args.trl_python if library == "trl" else sys.executable
+            script = HERE / "lm" / ("run_trl.py" if library == "trl" else "run_ppokit.py")
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+            started = time.perf_counter()
+            subprocess.run([python, str(script), str(out_dir / "settings.json"), str(out_dir / "timing.json")], check=True, env=env,
+                           stdout=subprocess.DEVNULL, stderr=open(out_dir / "stderr.log", "w"))
+            timing = json.loads((out_dir / "timing.json").read_text())
+            quality = evaluate(out_dir / "policy", setup)
+            runs.append({"library": library, "seed": seed, **timing, **quality, "process_seconds": time.perf_counter() - started})
+            print(f"{library:7s} seed {seed}: {timing['episodes_per_second']:7.1f} episodes/s, gold {quality['gold']:.3f}, KL {quality['kl']:.3f}", flush=True)
+    before = evaluate(setup["sft_dir"], setup)
+    write_report(runs, before, hyperparameters, args)
+
+
+def evaluate(policy_dir: Path, setup: dict) -> dict:
+    """Gold reward, reward-model score and KL to the SFT policy on the held-out prompts (sampled at temperature 1)."""
+    from ppokit.lm.config import LMPPOConfig
+    from ppokit.lm.models import load_causal_lm, load_scalar_model, load_tokenizer
+    from ppokit.lm.ppo import LMPPOTrainer
+    from ppokit.lm.rewards import RewardModelReward
+
+    tokenizer = load_tokenizer(policy_dir)
+    values = setup["ppo_values"]
+    config = LMPPOConfig.from_dict({**{k: values[k] for k in ("policy", "prompts", "max_new_tokens")}, "batch_size": 8, "minibatch_size": 8,
+                                    "total_episodes": 8, "tensorboard": False})
+    rm_dir = values["reward_model"]
+    trainer = LMPPOTrainer(config, policy=load_causal_lm(policy_dir, tokenizer), tokenizer=tokenizer,
+                           reference=load_causal_lm(setup["sft_dir"], tokenizer), value_model=load_scalar_model(rm_dir, tokenizer),
+                           reward=RewardModelReward(load_scalar_model(rm_dir, tokenizer), tokenizer), prompts=setup["eval_prompts"],
+                           progress=False, verbose=False)
+    result = trainer.evaluate(setup["eval_prompts"], setup["task"].gold_reward, seed=0)
+    return {"gold": result["gold"], "rm_score": result["score"], "kl": result["kl"]}
+
+
+def write_report(runs: list[dict], before: dict, hyperparameters: dict, args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    RESULTS.mkdir(exist_ok=True)
+    median = lambda lib, key: statistics.median(r[key] for r in runs if r["library"] == lib)  # noqa: E731
+    ratio = median("ppokit", "episodes_per_second") / median("trl", "episodes_per_second")
+    lines = [
+        "# ppokit.lm PPO vs trl 1.12.0 (trl.experimental.ppo), sort task",
+        "",
+        f"Command: `python benchmarks/bench_trl.py --seeds {' '.join(map(str, args.seeds))} --total-episodes {args.total_episodes}` "
+        f"(`make bench-lm`), {time.strftime('%Y-%m-%d')}, 2-core CPU, one torch thread per run, runs alternating in fresh processes.",
+        "",
+        "Same SFT policy, reward model, prompts and hyperparameters for both: "
+        + ", ".join(f"{k}={v}" for k, v in sorted(hyperparameters.items())) + ".",
+        "",
+        f"Before PPO (the SFT policy): gold {before['gold']:.3f}, reward-model score {before['rm_score']:.3f}.",
+        "",
+        "| library | seeds | episodes/s (median) | gold reward after (median) | RM score after | KL to SFT (nats/response) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for library in ("ppokit", "trl"):
+        seeds = [r["seed"] for r in runs if r["library"] == library]
+        lines.append(f"| {library} | {len(seeds)} | {median(library, 'episodes_per_second'):.1f} | {median(library, 'gold'):.3f} | "
+                     f"{median(library, 'rm_score'):.3f} | {median(library, 'kl'):.3f} |")
+    lines += ["", f"Ratio of median episodes/s, ppokit / trl: **{ratio:.2f}x**.", "", "Per run:", "",
+              "| library | seed | episodes/s | gold | RM score | KL |", "|---|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r['library']} | {r['seed']} | {r['episodes_per_second']:.1f} | {r['gold']:.3f} | {r['rm_score']:.3f} | {r['kl']:.3f} |")
+    (RESULTS / "lm_trl.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "lm_trl.json").write_text(json.dumps({"runs": runs, "before": before, "hyperparameters": hyperparameters}, indent=1) + "\n")
+
+    fig, (speed, gold) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for axis, key, title in ((speed, "episodes_per_second", "episodes per second"), (gold, "gold", "gold reward after PPO")):
+        for i, library in enumerate(("ppokit", "trl")):
+            values = [r[key] for r in runs if r["library"] == library]
+            axis.bar(i, statistics.median(values), color=["#1f77b4", "#ff7f0e"][i])
+            axis.scatter([i] * len(values), values, color="black", s=12, zorder=3)
+        axis.set_xticks([0, 1], ["ppokit", "trl 1.12.0"])
+        axis.set_title(title)
+    gold.axhline(before["gold"], color="gray", linestyle="--", label="SFT policy")
+    gold.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "lm_trl.png", dpi=100)
+    print((RESULTS / "lm_trl.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

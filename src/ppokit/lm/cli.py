@@ -1,0 +1,132 @@
+"""`ppokit lm sft|rm|ppo|generate|demo`: the language-model commands (same config style as `ppokit train`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import yaml
+
+from ppokit.errors import ConfigError
+
+CONFIG_COMMANDS = {"sft", "rm", "ppo"}
+
+
+def add_lm_parser(sub) -> None:
+    lm = sub.add_parser("lm", help="RLHF of causal language models: sft, rm, ppo, generate, demo",
+                        description="Supervised fine-tuning, reward modelling and PPO of Hugging Face causal LMs.")
+    commands = lm.add_subparsers(dest="lm_command", metavar="LM_COMMAND")
+    examples = {
+        "sft": "ppokit lm sft model=runs/base data=sft.jsonl epochs=3 learning_rate=1e-4",
+        "rm": "ppokit lm rm model=runs/sft/model data=preferences.jsonl padding_side=left",
+        "ppo": "ppokit lm ppo policy=runs/sft/model reward_model=runs/rm/model prompts=prompts.jsonl kl_coef=0.1",
+    }
+    helps = {"sft": "supervised fine-tuning on (prompt, completion) rows", "rm": "train a reward model on (prompt, chosen, rejected) rows",
+             "ppo": "PPO against a reward model and/or reward functions, with a KL penalty to a reference"}
+    for name in ("sft", "rm", "ppo"):
+        command = commands.add_parser(name, help=helps[name], description=f"{helps[name]}. Config precedence: defaults < --config FILE < key=value.",
+                                      epilog=f"example: {examples[name]}")
+        command.add_argument("--config", metavar="FILE", help="YAML file of config keys")
+        command.add_argument("--seed", type=int, help="random seed (overrides the config)")
+        command.add_argument("--run-dir", metavar="DIR", help=f"where logs, checkpoints and the model go (default: runs/lm-{name}-seedN-TIMESTAMP)")
+        command.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        command.add_argument("--quiet", action="store_true", help="no per-step console summary")
+        command.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, values read as YAML")
+        command.set_defaults(handler=_run_trainer, trainer=name)
+
+    gen = commands.add_parser("generate", help="sample responses from a causal LM", description="Print the responses of MODEL to prompts.")
+    gen.add_argument("model", metavar="MODEL", help="a model folder (e.g. RUN_DIR/policy) or hub id")
+    gen.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+    gen.add_argument("--prompts", metavar="FILE", help="JSONL file of {\"prompt\"} rows")
+    gen.add_argument("--max-new-tokens", type=int, default=32)
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--greedy", action="store_true", help="take the most likely token each step")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.set_defaults(handler=_generate)
+
+    demo = commands.add_parser("demo", help="the whole pipeline offline on a built-in task with a gold reward",
+                               description="Build a tiny model, SFT it, train a reward model on pairs ranked by the gold reward, run PPO, "
+                                           "and report gold reward, reward-model score and KL before and after (results.json, results.png).")
+    demo.add_argument("task", metavar="TASK", help="sort or reviews")
+    demo.add_argument("--reward", choices=["model", "function"], default="model",
+                      help="optimize the learned reward model (default) or the gold rule itself as a reward function")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--run-dir", metavar="DIR", help="default: runs/lm-demo-TASK-seedN-TIMESTAMP")
+    demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    demo.set_defaults(handler=_demo)
+    lm.set_defaults(handler=lambda args: (lm.print_help(), 2)[1])
+
+
+def _run_trainer(args) -> int:
+    from ppokit.config import load_yaml, parse_overrides
+    from ppokit.lm.config import LMPPOConfig, RewardModelConfig, SFTConfig
+
+    config_class, required = {"sft": (SFTConfig, ["model", "data"]), "rm": (RewardModelConfig, ["model", "data"]),
+                              "ppo": (LMPPOConfig, ["policy", "prompts"])}[args.trainer]
+    values = load_yaml(args.config) if args.config else {}
+    values.update(parse_overrides(args.overrides))
+    if args.seed is not None:
+        values["seed"] = args.seed
+    config = config_class.from_dict(values)
+    missing = [name for name in required if not getattr(config, name)]
+    if missing:
+        raise ConfigError(f"ppokit lm {args.trainer} needs {', '.join(f'{m}=...' for m in missing)} (see `ppokit lm {args.trainer} --help`)")
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"lm-{args.trainer}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    print(f"ppokit: lm {args.trainer}, run directory {run_dir}")
+    progress = False if args.no_progress else None
+    if args.trainer == "sft":
+        from ppokit.lm.sft import SFTTrainer
+
+        result = SFTTrainer(config, run_dir, progress=progress, verbose=not args.quiet).train()
+        print(f"ppokit: eval loss {result['eval_loss_before']:.4f} -> {result['eval_loss']:.4f}; model saved to {run_dir / 'model'}")
+    elif args.trainer == "rm":
+        from ppokit.lm.reward_model import RewardModelTrainer
+
+        result = RewardModelTrainer(config, run_dir, progress=progress, verbose=not args.quiet).train()
+        print(f"ppokit: held-out pairwise accuracy {result['eval_accuracy_before']:.3f} -> {result['eval_accuracy']:.3f}; model saved to {run_dir / 'model'}")
+    else:
+        from ppokit.lm.ppo import LMPPOTrainer
+
+        result = LMPPOTrainer(config, run_dir, progress=progress, verbose=not args.quiet).train()
+        print(f"ppokit: {result['episodes']} episodes in {result['seconds']:.1f} s, last batch score {result['final_score']:.3f}; "
+              f"policy saved to {run_dir / 'policy'}")
+    return 0
+
+
+def _generate(args) -> int:
+    import torch
+
+    from ppokit.lm.data import load_rows
+    from ppokit.lm.generation import GenerationSettings, generate
+    from ppokit.lm.models import load_causal_lm, load_tokenizer
+
+    prompts = list(args.prompt) + ([row["prompt"] for row in load_rows(args.prompts, "prompt")] if args.prompts else [])
+    if not prompts:
+        raise ConfigError("ppokit lm generate needs --prompt TEXT or --prompts FILE")
+    torch.manual_seed(args.seed)
+    tokenizer = load_tokenizer(args.model)
+    model = load_causal_lm(args.model, tokenizer)
+    settings = GenerationSettings(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.greedy)
+    for prompt, response in zip(prompts, generate(model, tokenizer, prompts, settings)):
+        print(json.dumps({"prompt": prompt, "response": response}))
+    return 0
+
+
+def _demo(args) -> int:
+    from ppokit.lm.demo import run_demo
+    from ppokit.lm.tasks import get_task
+
+    get_task(args.task)
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"lm-demo-{args.task}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"ppokit: lm demo {args.task} (reward: {args.reward}), run directory {run_dir}")
+    results = run_demo(args.task, run_dir, seed=args.seed, reward=args.reward, progress=False if args.no_progress else None)
+    rm = f", reward-model score {results['rm_before']:.3f} -> {results['rm_after']:.3f}" if results["rm_before"] is not None else ""
+    print(f"ppokit: gold reward {results['gold_before']:.3f} -> {results['gold_after']:.3f}{rm}, KL {results['kl_before']:.3f} -> {results['kl']:.3f} nats "
+          f"in {results['total_seconds']:.0f} s; results.json and results.png in {run_dir}")
+    return 0
