@@ -57,7 +57,8 @@ def main() -> None:
                            stdout=subprocess.DEVNULL, stderr=open(out_dir / "stderr.log", "w"))
             timing = json.loads((out_dir / "timing.json").read_text())
             quality = evaluate(out_dir / "policy", setup)
-            runs.append({"library": library, "seed": seed, **timing, **quality, "process_seconds": time.perf_counter() - started})
+            runs.append({**timing, **quality, "library": library, "library_version": timing["library"], "seed": seed,
+                         "process_seconds": time.perf_counter() - started})
             print(f"{library:7s} seed {seed}: {timing['episodes_per_second']:7.1f} episodes/s, gold {quality['gold']:.3f}, KL {quality['kl']:.3f}", flush=True)
     before = evaluate(setup["sft_dir"], setup)
     write_report(runs, before, hyperparameters, args)

@@ -259,3 +259,37 @@ def test_unknown_lm_config_key_suggests_the_right_one():
         LMPPOConfig.from_dict({"kl_coeff": 0.1})
     with pytest.raises(ConfigError, match=r"minibatch_size=32 is larger than batch_size=16"):
         LMPPOConfig.from_dict({"batch_size": 16, "minibatch_size": 32})
+
+
+# ---------------------------------------------------------------- SFT and the command line
+def test_sft_loss_counts_completion_tokens_only(saved_model, tmp_path):
+    from ppokit.lm.config import SFTConfig
+    from ppokit.lm.sft import IGNORE, SFTTrainer
+
+    rows = [{"prompt": "3 1 2 =", "completion": "1 2 3"}, {"prompt": "9 =", "completion": "9"}]
+    trainer = SFTTrainer(SFTConfig.from_dict({"model": str(saved_model), "epochs": 1, "batch_size": 2}), train_rows=rows, eval_rows=rows,
+                         progress=False, verbose=False)
+    batch = trainer._batch(trainer.train_examples)
+    eos = trainer.tokenizer.eos_token_id
+    # row 0: 4 prompt tokens ignored, then "1 2 3 <eos>"; row 1: 2 prompt tokens, "9 <eos>", then padding ignored
+    assert (batch["labels"][0, :4] == IGNORE).all() and batch["labels"][0, 4:].tolist()[-1] == eos
+    assert (batch["labels"][1, :2] == IGNORE).all() and (batch["labels"][1, 4:] == IGNORE).all()
+    _, count = trainer.loss(batch)
+    assert count == 4 + 2
+    before = trainer.evaluate()
+    result = trainer.train()
+    assert result["eval_loss"] < before
+
+
+def test_lm_cli_rejects_bad_keys_and_generates_json_lines(saved_model, capsys):
+    from ppokit.cli import main
+
+    assert main(["lm", "sft", f"model={saved_model}", "data=x.jsonl", "learning_rte=1e-4"]) == 2
+    assert "unknown config key 'learning_rte'; did you mean 'learning_rate'" in capsys.readouterr().err
+    assert main(["lm", "ppo", f"policy={saved_model}"]) == 2
+    assert "needs prompts=..." in capsys.readouterr().err
+    assert main(["lm", "generate", str(saved_model), "--prompt", "3 1 =", "--prompt", "2 =", "--max-new-tokens", "3", "--greedy"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["prompt"] for line in lines] == ["3 1 =", "2 ="]
+    assert main(["lm", "demo", "no-such-task"]) == 2
+    assert "unknown demo task 'no-such-task'" in capsys.readouterr().err

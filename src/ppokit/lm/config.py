@@ -43,21 +43,19 @@ class _RunSettings:
 
 
 @dataclass
-class SFTConfig(ConfigBase, _RunSettings):
-    """Supervised fine-tuning: next-token loss on the completion tokens of (prompt, completion) rows."""
+class _SupervisedSettings:
+    """Fields SFT and the reward model share."""
 
     model: str = ""
-    """Base causal LM: a local folder or a hub id."""
+    """Starting model: a local folder or a hub id."""
     data: str = ""
-    """JSONL file of {"prompt", "completion"} rows."""
+    """JSONL file of training rows."""
     eval_data: str | None = None
     """JSONL of held-out rows; null: hold out eval_fraction of data."""
     eval_fraction: float = 0.1
-    """Share of data held out for the evaluation loss when eval_data is null."""
-    epochs: int = 3
-    """Passes over the training rows."""
+    """Share of data held out for evaluation when eval_data is null."""
     batch_size: int = 32
-    """Rows per optimizer step."""
+    """Rows (pairs for the reward model) per optimizer step."""
     learning_rate: float = 5e-5
     """AdamW learning rate (linearly decayed to 0)."""
     weight_decay: float = 0.0
@@ -65,9 +63,7 @@ class SFTConfig(ConfigBase, _RunSettings):
     max_grad_norm: float | None = 1.0
     """Global gradient-norm clip; null disables it."""
     max_length: int | None = None
-    """Longest prompt + completion in tokens; null: the model's context length. Longer rows are an error."""
-    add_eos: bool = True
-    """End every completion with the EOS token, so the model learns to stop."""
+    """Longest prompt + response in tokens; null: the model's context length. Longer rows are an error."""
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size", "log_interval", "keep_checkpoints"):
@@ -79,43 +75,39 @@ class SFTConfig(ConfigBase, _RunSettings):
             raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
 
 
+def apply_run_settings(config) -> None:
+    """Thread count and seed, first thing in every trainer."""
+    import torch
+
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    torch.manual_seed(config.seed)
+
+
 @dataclass
-class RewardModelConfig(ConfigBase, _RunSettings):
+class SFTConfig(_SupervisedSettings, _RunSettings, ConfigBase):
+    """Supervised fine-tuning: next-token loss on the completion tokens of (prompt, completion) rows."""
+
+    epochs: int = 3
+    """Passes over the training rows."""
+    add_eos: bool = True
+    """End every completion with the EOS token, so the model learns to stop."""
+
+
+@dataclass
+class RewardModelConfig(_SupervisedSettings, _RunSettings, ConfigBase):
     """A scalar reward model trained on (prompt, chosen, rejected) rows with the Bradley-Terry loss."""
 
-    model: str = ""
-    """Starting point: a causal LM or sequence-classification folder or hub id (the scalar head starts fresh if absent)."""
-    data: str = ""
-    """JSONL file of {"prompt", "chosen", "rejected"} rows."""
-    eval_data: str | None = None
-    """JSONL of held-out pairs; null: hold out eval_fraction of data."""
-    eval_fraction: float = 0.1
-    """Share of pairs held out for pairwise accuracy when eval_data is null."""
     epochs: int = 1
     """Passes over the training pairs."""
-    batch_size: int = 16
-    """Pairs per optimizer step."""
-    learning_rate: float = 5e-5
-    """AdamW learning rate (linearly decayed to 0)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    max_grad_norm: float | None = 1.0
-    """Global gradient-norm clip; null disables it."""
-    max_length: int | None = None
-    """Longest prompt + response in tokens; null: the model's context length."""
     padding_side: Literal["right", "left"] = "right"
     """Where padding goes in a batch; the score is read at the last real token either way."""
     center_rewards_coef: float = 0.0
     """Weight of a penalty on the squared mean score, which keeps scores centered at 0."""
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size", "log_interval", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        _positive(self, ["learning_rate"])
-        _non_negative(self, ["weight_decay", "max_grad_norm", "center_rewards_coef"])
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        _SupervisedSettings.validate(self)
+        _non_negative(self, ["center_rewards_coef"])
 
 
 @dataclass

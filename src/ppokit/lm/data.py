@@ -56,6 +56,18 @@ def split_rows(rows: list[dict], eval_fraction: float, seed: int) -> tuple[list[
     return [r for i, r in enumerate(rows) if i not in held], [rows[i] for i in order[:n_eval]]
 
 
+def train_and_eval_rows(config, kind: str, train_rows: list[dict] | None, eval_rows: list[dict] | None) -> tuple[list[dict], list[dict]]:
+    """Rows given in Python win; else config.data, with config.eval_data or a seeded eval_fraction split."""
+    if train_rows is not None:
+        return train_rows, eval_rows or []
+    train_rows = load_rows(config.data, kind)
+    if eval_rows is None and config.eval_data is not None:
+        eval_rows = load_rows(config.eval_data, kind)
+    elif eval_rows is None:
+        train_rows, eval_rows = split_rows(train_rows, config.eval_fraction, config.seed)
+    return train_rows, eval_rows
+
+
 def _read_jsonl(path: Path, fields: tuple[str, ...]) -> list[dict[str, str]]:
     if not path.is_file():
         raise ConfigError(f"data file {str(path)!r} does not exist")

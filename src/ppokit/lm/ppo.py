@@ -28,7 +28,7 @@ from ppokit.core.settings import UpdateSettings
 from ppokit.core.update import ppo_update
 from ppokit.errors import ConfigError
 from ppokit.lm.checkpoints import save_training_state
-from ppokit.lm.config import LMPPOConfig
+from ppokit.lm.config import LMPPOConfig, apply_run_settings
 from ppokit.lm.data import load_rows
 from ppokit.lm.encoding import encode_prompt
 from ppokit.lm.generation import GenerationSettings, sample_responses
@@ -91,9 +91,7 @@ class LMPPOTrainer:
                  progress: bool | None = None, verbose: bool = True):
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        if config.torch_threads:
-            torch.set_num_threads(config.torch_threads)
-        torch.manual_seed(config.seed)
+        apply_run_settings(config)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.policy)
         policy = policy if policy is not None else load_causal_lm(config.policy, self.tokenizer)
         resize_for_tokenizer(policy, self.tokenizer)
@@ -109,7 +107,7 @@ class LMPPOTrainer:
         self.score_moments = RunningMoments()
         self.generation = GenerationSettings(config.max_new_tokens, config.temperature, config.top_k, config.top_p)
         self.parameters = [p for p in list(self.policy.parameters()) + list(self.value_model.parameters()) if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.parameters, lr=config.learning_rate, eps=config.adam_eps)
+        self.optimizer = torch.optim.Adam(self.parameters, lr=config.learning_rate, eps=config.adam_eps, foreach=True)
         self.settings = UpdateSettings(n_epochs=config.n_epochs, minibatch_size=config.minibatch_size, clip_range=config.clip_range,
                                        clip_range_vf=config.clip_range_vf, ent_coef=config.ent_coef, vf_coef=config.vf_coef,
                                        max_grad_norm=config.max_grad_norm, target_kl=config.target_kl,
@@ -192,8 +190,10 @@ class LMPPOTrainer:
     # ------------------------------------------------------------------ rollout
     def _forward(self, model, sequence_ids, sequence_mask, prompt_width):
         """Response-token logits [B, R, V]: the logits at position t predict token t + 1."""
-        logits = model(input_ids=sequence_ids, attention_mask=sequence_mask, position_ids=position_ids(sequence_mask)).logits
-        return logits[:, prompt_width - 1 : -1]
+        # only the response positions need logits: with a large vocabulary the LM head is most of the cost
+        keep = sequence_ids.shape[1] - prompt_width + 1
+        logits = model(input_ids=sequence_ids, attention_mask=sequence_mask, position_ids=position_ids(sequence_mask), logits_to_keep=keep).logits
+        return logits[:, -keep:-1]
 
     def _reference_logprobs(self, sequence_ids, sequence_mask, responses, prompt_width):
         context = self.policy.disable_adapter() if self.reference is None else nullcontext()
@@ -257,7 +257,8 @@ class LMPPOTrainer:
         def evaluate(minibatch):
             logits = self._forward(self.policy, minibatch["sequence_ids"], minibatch["sequence_mask"], width)
             logprob = token_logprobs(logits, minibatch["responses"], self.config.temperature)
-            entropy = token_entropy(logits, self.config.temperature)
+            with nullcontext() if self.config.ent_coef else torch.no_grad():  # without a bonus entropy is only reported
+                entropy = token_entropy(logits, self.config.temperature)
             values = token_scores(self.value_model, minibatch["sequence_ids"], minibatch["sequence_mask"])[:, width - 1 : -1]
             return logprob, entropy, values
 

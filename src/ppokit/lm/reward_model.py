@@ -16,8 +16,8 @@ import torch
 
 from ppokit.errors import ConfigError
 from ppokit.lm.checkpoints import save_training_state
-from ppokit.lm.config import RewardModelConfig
-from ppokit.lm.data import load_rows, split_rows
+from ppokit.lm.config import RewardModelConfig, apply_run_settings
+from ppokit.lm.data import train_and_eval_rows
 from ppokit.lm.encoding import check_length, encode_prompt, encode_response
 from ppokit.lm.models import context_length, load_scalar_model, load_tokenizer, resize_for_tokenizer, save_pretrained
 from ppokit.lm.sequences import last_token_index, pad_sequences, position_ids
@@ -49,18 +49,11 @@ class RewardModelTrainer:
                  progress: bool | None = None, verbose: bool = True):
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        if config.torch_threads:
-            torch.set_num_threads(config.torch_threads)
-        torch.manual_seed(config.seed)
+        apply_run_settings(config)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model)
         self.model = model if model is not None else load_scalar_model(config.model, self.tokenizer)
         resize_for_tokenizer(self.model, self.tokenizer)
-        if train_rows is None:
-            train_rows = load_rows(config.data, "preference")
-            if eval_rows is None and config.eval_data is not None:
-                eval_rows = load_rows(config.eval_data, "preference")
-            elif eval_rows is None:
-                train_rows, eval_rows = split_rows(train_rows, config.eval_fraction, config.seed)
+        train_rows, eval_rows = train_and_eval_rows(config, "preference", train_rows, eval_rows)
         limit = config.max_length or context_length(self.model)
         self.train_pairs = [self._encode(row, limit, f"training pair {i + 1}") for i, row in enumerate(train_rows)]
         self.eval_pairs = [self._encode(row, limit, f"evaluation pair {i + 1}") for i, row in enumerate(eval_rows or [])]
@@ -125,8 +118,8 @@ class RewardModelTrainer:
                     optimizer.step()
                     schedule.step()
                     step += 1
-                    row = {"epoch": epoch + 1, "train/loss": float(loss.detach()), "train/accuracy": float((margin > 0).float().mean()),
-                           "train/margin": float(margin.mean()), "train/grad_norm": float(grad_norm)}
+                    row = {"epoch": epoch + 1, "train/loss": float(loss.detach()), "train/accuracy": float((margin.detach() > 0).float().mean()),
+                           "train/margin": float(margin.detach().mean()), "train/grad_norm": float(grad_norm)}
                     if step == total_steps or step % steps_per_epoch == 0:
                         held_out = self.evaluate()
                         row |= {"eval/loss": held_out["loss"], "eval/accuracy": held_out["accuracy"]}

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from ppokit.lm.checkpoints import save_training_state
-from ppokit.lm.config import SFTConfig
-from ppokit.lm.data import load_rows, split_rows
+from ppokit.lm.config import SFTConfig, apply_run_settings
+from ppokit.lm.data import train_and_eval_rows
 from ppokit.lm.encoding import check_length, encode_prompt, encode_response
 from ppokit.lm.models import context_length, load_causal_lm, load_tokenizer, resize_for_tokenizer, save_pretrained
 from ppokit.lm.sequences import pad_sequences, position_ids
@@ -28,18 +28,11 @@ class SFTTrainer:
                  progress: bool | None = None, verbose: bool = True):
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        if config.torch_threads:
-            torch.set_num_threads(config.torch_threads)
-        torch.manual_seed(config.seed)
+        apply_run_settings(config)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model)
         self.model = model if model is not None else load_causal_lm(config.model, self.tokenizer)
         resize_for_tokenizer(self.model, self.tokenizer)
-        if train_rows is None:
-            train_rows = load_rows(config.data, "sft")
-            if eval_rows is None and config.eval_data is not None:
-                eval_rows = load_rows(config.eval_data, "sft")
-            elif eval_rows is None:
-                train_rows, eval_rows = split_rows(train_rows, config.eval_fraction, config.seed)
+        train_rows, eval_rows = train_and_eval_rows(config, "sft", train_rows, eval_rows)
         limit = config.max_length or context_length(self.model)
         self.train_examples = [self._encode(row, limit, f"training row {i + 1}") for i, row in enumerate(train_rows)]
         self.eval_examples = [self._encode(row, limit, f"evaluation row {i + 1}") for i, row in enumerate(eval_rows or [])]
