@@ -29,6 +29,7 @@ _EXPORTS = {
     "make_schedule": "schedules",
     "FixedKLController": "schedules",
     "AdaptiveKLController": "schedules",
+    "RunningMeanStd": "running_stats",
     "UpdateSettings": "settings",
     "ppo_update": "update",
 }

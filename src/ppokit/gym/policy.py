@@ -12,7 +12,8 @@ import numpy as np
 
 from ppokit.config import PPOConfig
 from ppokit.gym.distributions import DiagGaussian, make_distribution
-from ppokit.gym.normalize import ObservationNormalizer, RewardScaler, RunningMeanStd
+from ppokit.core.running_stats import RunningMeanStd
+from ppokit.gym.normalize import ObservationNormalizer, RewardScaler
 from ppokit.gym.numpy_mlp import NumpyMLP
 from ppokit.gym.params import PolicyParameters
 from ppokit.gym.spaces import ObservationEncoder

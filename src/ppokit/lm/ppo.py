@@ -12,7 +12,6 @@ from 1.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 import time
@@ -22,7 +21,9 @@ from pathlib import Path
 import torch
 
 from ppokit.core.advantages import gae, next_values_from
-from ppokit.core.losses import kl_k1, kl_k3, masked_mean, masked_whiten
+from ppokit.core.losses import kl_k1, kl_k3, masked_whiten
+from ppokit.core.metrics import explained_variance
+from ppokit.core.running_stats import RunningMeanStd
 from ppokit.core.schedules import AdaptiveKLController, FixedKLController
 from ppokit.core.settings import UpdateSettings
 from ppokit.core.update import ppo_update
@@ -64,20 +65,6 @@ def per_token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor
     return rewards
 
 
-class RunningMoments:
-    """Running mean and variance of scores (Chan et al. parallel update), saved in checkpoints."""
-
-    def __init__(self):
-        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
-
-    def update(self, values: torch.Tensor) -> None:
-        batch_mean, batch_var, n = float(values.mean()), float(values.var(unbiased=False)), values.numel()
-        delta, total = batch_mean - self.mean, self.count + n
-        self.mean += delta * n / total
-        self.var = (self.var * self.count + batch_var * n + delta**2 * self.count * n / total) / total
-        self.count = total
-
-
 class LMPPOTrainer:
     """PPO of ``policy`` against ``reward``. Everything not given is loaded from the paths in ``config``.
 
@@ -104,7 +91,7 @@ class LMPPOTrainer:
         self.kl_estimator = KL_ESTIMATORS[config.kl_estimator]
         self.kl_controller = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon) if config.adaptive_kl
                               else FixedKLController(config.kl_coef))
-        self.score_moments = RunningMoments()
+        self.score_moments = RunningMeanStd.fresh()
         self.generation = GenerationSettings(config.max_new_tokens, config.temperature, config.top_k, config.top_p)
         self.parameters = [p for p in list(self.policy.parameters()) + list(self.value_model.parameters()) if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.parameters, lr=config.learning_rate, eps=config.adam_eps, foreach=True)
@@ -243,8 +230,8 @@ class LMPPOTrainer:
         if mode == "batch" and scores.numel() > 1:
             scores = (scores - scores.mean()) / (scores.std() + 1e-8)
         elif mode == "running":
-            self.score_moments.update(scores)
-            scores = (scores - self.score_moments.mean) / math.sqrt(self.score_moments.var + 1e-8)
+            self.score_moments.update(scores.numpy())
+            scores = (scores - float(self.score_moments.mean)) / math.sqrt(float(self.score_moments.var) + 1e-8)
         if self.config.score_clip is not None:
             scores = scores.clamp(-self.config.score_clip, self.config.score_clip)
         return scores
@@ -299,8 +286,6 @@ class LMPPOTrainer:
                 "final_score": logger.rows[-1]["env/score"] if logger.rows else float("nan")}
 
     def _row(self, batch: dict, stats: dict[str, float], mean_kl: float, elapsed: float) -> dict[str, float]:
-        from ppokit.core.metrics import explained_variance
-
         samples = batch["samples"]
         row = {"episodes": self.episodes, "time_elapsed": elapsed, "charts/episodes_per_second": self.episodes / max(elapsed, 1e-9),
                "env/score": float(batch["raw_scores"].mean()), "env/score_normalized": float(batch["scores"].mean()),
@@ -347,6 +332,6 @@ class LMPPOTrainer:
 
     def save_checkpoint(self) -> Path:
         state = {"trainer": "lm_ppo", "num_updates": self.num_updates, "episodes": self.episodes, "kl_controller": self.kl_controller.state_dict(),
-                 "score_moments": vars(self.score_moments), "order_rng": list(self.order_rng.getstate()[1]), "config": self.config.to_dict()}
+                 "score_moments": {k: float(getattr(self.score_moments, k)) for k in ("mean", "var", "count")}, "order_rng": list(self.order_rng.getstate()[1]), "config": self.config.to_dict()}
         return save_training_state(self.run_dir, self.num_updates, {"policy": self.policy, "value": self.value_model}, self.optimizer,
                                    state, self.config.keep_checkpoints)

@@ -8,20 +8,17 @@ so it is right for left- and right-padded batches alike (and never depends on wh
 from __future__ import annotations
 
 import json
-import math
-import random
 from pathlib import Path
 
 import torch
 
 from ppokit.errors import ConfigError
-from ppokit.lm.checkpoints import save_training_state
 from ppokit.lm.config import RewardModelConfig, apply_run_settings
 from ppokit.lm.data import train_and_eval_rows
 from ppokit.lm.encoding import check_length, encode_prompt, encode_response
 from ppokit.lm.models import context_length, load_scalar_model, load_tokenizer, resize_for_tokenizer, save_pretrained
 from ppokit.lm.sequences import last_token_index, pad_sequences, position_ids
-from ppokit.logging import MetricsLogger
+from ppokit.lm.supervised_loop import train_epochs
 
 
 def token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -88,50 +85,27 @@ class RewardModelTrainer:
         return {"accuracy": correct / len(pairs), "loss": loss / len(pairs)}
 
     def train(self) -> dict[str, float]:
-        config = self.config
-        steps_per_epoch = math.ceil(len(self.train_pairs) / config.batch_size)
-        total_steps = steps_per_epoch * config.epochs
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
-        logger = MetricsLogger(self.run_dir, ["step", "epoch", "train/loss", "train/accuracy", "train/margin", "train/grad_norm", "eval/loss", "eval/accuracy"],
-                               total=total_steps, unit="step", tensorboard=config.tensorboard, progress=self.progress,
-                               console=self.verbose, log_interval=config.log_interval)
+        center = self.config.center_rewards_coef
+
+        def step_loss(pairs):
+            chosen, rejected = self.pair_scores(pairs)
+            margin = chosen - rejected
+            loss = -torch.nn.functional.logsigmoid(margin).mean()
+            if center:
+                loss = loss + center * ((chosen + rejected) ** 2).mean()
+            margin = margin.detach()
+            return loss, {"train/loss": float(loss.detach()), "train/accuracy": float((margin > 0).float().mean()), "train/margin": float(margin.mean())}
+
+        def held_out():
+            result = self.evaluate()
+            return {"eval/loss": result["loss"], "eval/accuracy": result["accuracy"]}
+
         before = self.evaluate()
-        order = random.Random(config.seed)
-        step = 0
-        try:
-            for epoch in range(config.epochs):
-                indices = list(range(len(self.train_pairs)))
-                order.shuffle(indices)
-                self.model.train()
-                for start in range(0, len(indices), config.batch_size):
-                    chosen, rejected = self.pair_scores([self.train_pairs[i] for i in indices[start : start + config.batch_size]])
-                    margin = chosen - rejected
-                    loss = -torch.nn.functional.logsigmoid(margin).mean()
-                    if config.center_rewards_coef:
-                        loss = loss + config.center_rewards_coef * ((chosen + rejected) ** 2).mean()
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"reward-model loss is {float(loss)} at step {step + 1}; lower learning_rate")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm or float("inf"))
-                    optimizer.step()
-                    schedule.step()
-                    step += 1
-                    row = {"epoch": epoch + 1, "train/loss": float(loss.detach()), "train/accuracy": float((margin.detach() > 0).float().mean()),
-                           "train/margin": float(margin.detach().mean()), "train/grad_norm": float(grad_norm)}
-                    if step == total_steps or step % steps_per_epoch == 0:
-                        held_out = self.evaluate()
-                        row |= {"eval/loss": held_out["loss"], "eval/accuracy": held_out["accuracy"]}
-                        self.model.train()
-                    logger.log(step, step, row, ["train/loss", "train/accuracy", "eval/accuracy"])
-                    if self.run_dir is not None and config.checkpoint_interval and step % config.checkpoint_interval == 0:
-                        save_training_state(self.run_dir, step, {"reward_model": self.model}, optimizer, {"trainer": "rm", "epoch": epoch}, config.keep_checkpoints)
-        finally:
-            logger.close()
-        self.model.eval()
+        steps = train_epochs(self.model, self.config, self.train_pairs, step_loss, held_out, self.run_dir,
+                             ["train/loss", "train/accuracy", "train/margin", "eval/loss", "eval/accuracy"],
+                             ["train/loss", "train/accuracy", "eval/accuracy"], "reward_model", self.progress, self.verbose)
         after = self.evaluate()
-        result = {"eval_accuracy_before": before["accuracy"], "eval_accuracy": after["accuracy"], "eval_loss": after["loss"], "steps": step}
+        result = {"eval_accuracy_before": before["accuracy"], "eval_accuracy": after["accuracy"], "eval_loss": after["loss"], "steps": steps}
         if self.run_dir is not None:
             self.save(self.run_dir / "model")
             (self.run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")

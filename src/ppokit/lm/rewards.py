@@ -18,6 +18,8 @@ from typing import Callable, Protocol
 import torch
 
 from ppokit.errors import ConfigError, RewardError
+from ppokit.lm.encoding import encode_prompt, encode_response
+from ppokit.lm.reward_model import sequence_scores
 from ppokit.lm.sequences import pad_sequences
 
 
@@ -69,13 +71,14 @@ class RewardModelReward:
         self.tokenizer = tokenizer
         self.name = name
         self.batch_size = batch_size
+        self._shares_vocabulary: dict[int, bool] = {}  # per policy tokenizer: comparing vocabularies costs ms
 
     @torch.no_grad()
     def score(self, batch: ResponseBatch) -> torch.Tensor:
-        from ppokit.lm.encoding import encode_prompt, encode_response
-        from ppokit.lm.reward_model import sequence_scores
-
-        if _same_vocabulary(batch.tokenizer, self.tokenizer):
+        key = id(batch.tokenizer)
+        if key not in self._shares_vocabulary:
+            self._shares_vocabulary[key] = _same_vocabulary(batch.tokenizer, self.tokenizer)
+        if self._shares_vocabulary[key]:
             ids, mask = batch.sequence_ids, batch.sequence_mask
         else:
             sequences = [encode_prompt(self.tokenizer, p) + encode_response(self.tokenizer, r) for p, r in zip(batch.prompts, batch.responses)]

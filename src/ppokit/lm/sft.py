@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import math
-import random
 from pathlib import Path
 
 import torch
 
-from ppokit.lm.checkpoints import save_training_state
 from ppokit.lm.config import SFTConfig, apply_run_settings
 from ppokit.lm.data import train_and_eval_rows
 from ppokit.lm.encoding import check_length, encode_prompt, encode_response
 from ppokit.lm.models import context_length, load_causal_lm, load_tokenizer, resize_for_tokenizer, save_pretrained
 from ppokit.lm.sequences import pad_sequences, position_ids
-from ppokit.logging import MetricsLogger
+from ppokit.lm.supervised_loop import train_epochs
 
 IGNORE = -100  # label of prompt and padding positions: no loss there
 
@@ -76,45 +73,17 @@ class SFTTrainer:
         return total / max(tokens, 1)
 
     def train(self) -> dict[str, float]:
-        config = self.config
-        steps_per_epoch = math.ceil(len(self.train_examples) / config.batch_size)
-        total_steps = steps_per_epoch * config.epochs
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
-        logger = MetricsLogger(self.run_dir, ["step", "epoch", "train/loss", "train/learning_rate", "train/grad_norm", "eval/loss"],
-                               total=total_steps, unit="step", tensorboard=config.tensorboard, progress=self.progress,
-                               console=self.verbose, log_interval=config.log_interval)
+        last = {}
+
+        def step_loss(examples):
+            loss, _ = self.loss(self._batch(examples))
+            last["train/loss"] = float(loss.detach())
+            return loss, dict(last)
+
         eval_before = self.evaluate()
-        order = random.Random(config.seed)
-        step, last_loss = 0, float("nan")
-        try:
-            for epoch in range(config.epochs):
-                indices = list(range(len(self.train_examples)))
-                order.shuffle(indices)
-                self.model.train()
-                for start in range(0, len(indices), config.batch_size):
-                    batch = self._batch([self.train_examples[i] for i in indices[start : start + config.batch_size]])
-                    loss, _ = self.loss(batch)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"SFT loss is {float(loss)} at step {step + 1}; lower learning_rate")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm or float("inf"))
-                    optimizer.step()
-                    schedule.step()
-                    step += 1
-                    last_loss = float(loss.detach())
-                    row = {"epoch": epoch + 1, "train/loss": last_loss, "train/learning_rate": schedule.get_last_lr()[0], "train/grad_norm": float(grad_norm)}
-                    if step == total_steps or step % steps_per_epoch == 0:
-                        row["eval/loss"] = self.evaluate()
-                        self.model.train()
-                    logger.log(step, step, row, ["train/loss", "eval/loss"])
-                    if self.run_dir is not None and config.checkpoint_interval and step % config.checkpoint_interval == 0:
-                        save_training_state(self.run_dir, step, {"policy": self.model}, optimizer, {"trainer": "sft", "epoch": epoch}, config.keep_checkpoints)
-        finally:
-            logger.close()
-        self.model.eval()
-        result = {"train_loss": last_loss, "eval_loss_before": eval_before, "eval_loss": self.evaluate(), "steps": step}
+        steps = train_epochs(self.model, self.config, self.train_examples, step_loss, lambda: {"eval/loss": self.evaluate()}, self.run_dir,
+                             ["train/loss", "eval/loss"], ["train/loss", "eval/loss"], "sft", self.progress, self.verbose)
+        result = {"train_loss": last.get("train/loss", float("nan")), "eval_loss_before": eval_before, "eval_loss": self.evaluate(), "steps": steps}
         if self.run_dir is not None:
             self.save(self.run_dir / "model")
             (self.run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
