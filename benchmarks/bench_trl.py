@@ -102,6 +102,10 @@ def write_report(runs: list[dict], before: dict, hyperparameters: dict, args) ->
         "Same SFT policy, reward model, prompts and hyperparameters for both: "
         + ", ".join(f"{k}={v}" for k, v in sorted(hyperparameters.items())) + ".",
         "",
+        "Score scaling is each library's default: ppokit divides the reward-model score by its running standard deviation "
+        "(`score_normalization: running`); trl 1.12.0 has no running normalization and uses the raw score "
+        "(its `whiten_rewards=True` option, which whitens the per-token rewards, reached a lower gold reward here: see benchmarks/README.md).",
+        "",
         f"Before PPO (the SFT policy): gold {before['gold']:.3f}, reward-model score {before['rm_score']:.3f}.",
         "",
         "| library | seeds | episodes/s (median) | gold reward after (median) | RM score after | KL to SFT (nats/response) |",

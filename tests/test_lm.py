@@ -16,7 +16,7 @@ from ppokit.lm.models import build_tiny_causal_lm, ensure_pad_token, load_causal
 from ppokit.lm.ppo import LMPPOTrainer, per_token_rewards, token_advantages
 from ppokit.lm.reward_model import sequence_scores
 from ppokit.lm.rewards import FunctionReward, ResponseBatch
-from ppokit.lm.sequences import last_token_index, pad_sequences, truncate_at_eos
+from ppokit.lm.sequences import causal_inputs, last_token_index, pad_sequences, truncate_at_eos
 from ppokit.lm.tasks import get_task, sort_gold_reward
 
 SORT = get_task("sort")
@@ -83,6 +83,23 @@ def test_reward_score_lands_on_last_real_token_for_either_padding(saved_model):
         for side in ("left", "right"):
             ids, mask = pad_sequences(sequences, tokenizer.pad_token_id, side=side)
             torch.testing.assert_close(sequence_scores(model, ids, mask), alone, rtol=1e-5, atol=1e-5)
+
+
+def test_trailing_padding_skips_the_mask_without_changing_real_logits(saved_model):
+    tokenizer = load_tokenizer(saved_model)
+    model = load_causal_lm(saved_model, tokenizer).eval()
+    sequences = [tokenizer("3 1 2 = 1 2 3").input_ids, tokenizer("9 = 9").input_ids]
+    right_ids, right_mask = pad_sequences(sequences, tokenizer.pad_token_id, side="right")
+    left_ids, left_mask = pad_sequences(sequences, tokenizer.pad_token_id, side="left")
+    assert causal_inputs(right_mask) == {}
+    assert set(causal_inputs(left_mask)) == {"attention_mask", "position_ids"}
+    with torch.no_grad():
+        unmasked = model(input_ids=right_ids, **causal_inputs(right_mask)).logits
+        masked = model(input_ids=right_ids, attention_mask=right_mask).logits
+        left = model(input_ids=left_ids, **causal_inputs(left_mask)).logits
+    real = right_mask.bool()
+    torch.testing.assert_close(unmasked[real], masked[real], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(left[left_mask.bool()], masked[real], rtol=1e-5, atol=1e-5)
 
 
 def test_truncate_at_eos_masks_everything_after_the_first_eos():

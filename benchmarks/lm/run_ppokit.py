@@ -1,4 +1,7 @@
-"""One PPO run with ppokit.lm from the same settings file as run_trl.py (bench_trl.py runs both)."""
+"""One PPO run with ppokit.lm from the same settings file as run_trl.py (bench_trl.py runs both).
+
+settings["ppokit_options"], if present, overrides LMPPOConfig fields (for side experiments).
+"""
 
 import json
 import sys
@@ -19,7 +22,9 @@ def main(settings_path: str, out_path: str) -> None:
         **{k: h[k] for k in ("batch_size", "minibatch_size", "n_epochs", "total_episodes", "max_new_tokens", "temperature",
                              "missing_eos_penalty", "kl_coef", "learning_rate", "adam_eps", "clip_range", "clip_range_vf",
                              "vf_coef", "gamma", "gae_lambda", "max_grad_norm")},
-        "kl_estimator": "k1", "score_normalization": "none", "whiten_advantages": True, "tensorboard": False,
+        # score_normalization "running" is ppokit's default (scores divided by a running std); trl 1.12.0 has no such option
+        "kl_estimator": "k1", "score_normalization": "running", "whiten_advantages": True, "tensorboard": False,
+        **settings.get("ppokit_options", {}),
     })
     trainer = LMPPOTrainer(config, run_dir=None, progress=False, verbose=False)
     started = time.perf_counter()

@@ -27,6 +27,7 @@ def main(settings_path: str, out_path: str) -> None:
     prompts = [json.loads(line)["prompt"] for line in open(settings["prompts"])]
     dataset = Dataset.from_dict({"input_ids": [tokenizer(p)["input_ids"] for p in prompts]})
     h = settings["hyperparameters"]
+    options = {"whiten_rewards": False, **settings.get("trl_options", {})}  # trl's default: raw scores
     config = PPOConfig(
         output_dir=settings["output_dir"], report_to="none", seed=settings["seed"], use_cpu=True,
         per_device_train_batch_size=h["batch_size"], gradient_accumulation_steps=1,
@@ -36,9 +37,10 @@ def main(settings_path: str, out_path: str) -> None:
         learning_rate=h["learning_rate"], lr_scheduler_type="constant", adam_epsilon=h["adam_eps"],
         cliprange=h["clip_range"], cliprange_value=h["clip_range_vf"],
         vf_coef=2 * h["vf_coef"],  # trl halves the squared error, ppokit's value loss does not
-        gamma=h["gamma"], lam=h["gae_lambda"], whiten_rewards=False, max_grad_norm=h["max_grad_norm"],
+        gamma=h["gamma"], lam=h["gae_lambda"], max_grad_norm=h["max_grad_norm"],
         local_rollout_forward_batch_size=h["batch_size"], num_sample_generations=0, save_strategy="no",
         logging_steps=1000, dataloader_drop_last=True, sft_model_path=settings["sft_dir"], reward_model_path=settings["rm_dir"],
+        **options,
     )
     trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=reference, reward_model=reward_model,
                          train_dataset=dataset, value_model=value_model)

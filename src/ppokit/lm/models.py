@@ -120,8 +120,10 @@ def build_tiny_causal_lm(tokenizer, architecture: str = "gpt2", hidden_size: int
     common = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
               "bos_token_id": tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id}
     if architecture == "gpt2":
+        # gelu_pytorch_tanh is GPT-2's tanh GELU as one fused torch kernel: same function, about 4x
+        # cheaper than the five elementwise ops of the default "gelu_new" at this size
         config = GPT2Config(n_embd=hidden_size, n_layer=num_layers, n_head=num_heads, n_positions=max_positions,
-                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common)
+                            activation_function="gelu_pytorch_tanh", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common)
     elif architecture == "llama":
         config = LlamaConfig(hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=num_layers,
                              num_attention_heads=num_heads, num_key_value_heads=num_heads, max_position_embeddings=max_positions,

@@ -17,7 +17,7 @@ from ppokit.lm.config import RewardModelConfig, apply_run_settings
 from ppokit.lm.data import train_and_eval_rows
 from ppokit.lm.encoding import check_length, encode_prompt, encode_response
 from ppokit.lm.models import context_length, load_scalar_model, load_tokenizer, resize_for_tokenizer, save_pretrained
-from ppokit.lm.sequences import last_token_index, pad_sequences, position_ids
+from ppokit.lm.sequences import causal_inputs, last_token_index, pad_sequences
 from ppokit.lm.supervised_loop import train_epochs
 
 
@@ -28,7 +28,7 @@ def token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -
     if body is None or head is None:
         raise ConfigError(f"{type(model).__name__} has no '{model.base_model_prefix}' body with a 'score' head; "
                           "expected an AutoModelForSequenceClassification with one label")
-    hidden = body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)).last_hidden_state
+    hidden = body(input_ids=input_ids, **causal_inputs(attention_mask)).last_hidden_state
     return head(hidden).squeeze(-1).float()
 
 

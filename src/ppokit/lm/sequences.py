@@ -31,6 +31,20 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def causal_inputs(attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mask and position keyword arguments for a causal LM's forward on a padded batch.
+
+    When every row's padding only trails its real tokens (no left padding), the padding cannot reach
+    a real position through causal attention, so no mask or positions are passed: the outputs at real
+    positions are the same and the model takes its faster unmasked causal path. Outputs at padded
+    positions are then meaningless; callers mask them out.
+    """
+    mask = attention_mask.long()
+    if bool(mask[:, 0].all()) and bool((mask[:, 1:] <= mask[:, :-1]).all()):
+        return {}
+    return {"attention_mask": attention_mask, "position_ids": position_ids(attention_mask)}
+
+
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Column of the last real token of each row, whatever the padding side."""
     columns = torch.arange(attention_mask.shape[-1], device=attention_mask.device)

@@ -11,7 +11,7 @@ from ppokit.lm.config import SFTConfig, apply_run_settings
 from ppokit.lm.data import train_and_eval_rows
 from ppokit.lm.encoding import check_length, encode_prompt, encode_response
 from ppokit.lm.models import context_length, load_causal_lm, load_tokenizer, resize_for_tokenizer, save_pretrained
-from ppokit.lm.sequences import pad_sequences, position_ids
+from ppokit.lm.sequences import causal_inputs, pad_sequences
 from ppokit.lm.supervised_loop import train_epochs
 
 IGNORE = -100  # label of prompt and padding positions: no loss there
@@ -51,8 +51,7 @@ class SFTTrainer:
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         """Mean cross-entropy over completion tokens, and how many there were."""
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            position_ids=position_ids(batch["attention_mask"])).logits
+        logits = self.model(input_ids=batch["input_ids"], **causal_inputs(batch["attention_mask"])).logits
         targets = batch["labels"][:, 1:]
         count = int((targets != IGNORE).sum())
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
