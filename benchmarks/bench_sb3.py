@@ -22,9 +22,19 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
 
-def run(lib: str, env: str, seed: int, raw: Path) -> dict:
-    out = raw / f"{env}-{lib}-seed{seed}.json"
-    subprocess.run([sys.executable, str(HERE / "run_one.py"), "--lib", lib, "--env", env, "--seed", str(seed), "--out", str(out)], check=True)
+# CleanRL's own scripts, measured on this machine (issue figures): SPS while training at their defaults
+CLEANRL_SETTINGS = [
+    # (env, ppokit preset with CleanRL's settings, step budget, CleanRL's measured SPS)
+    ("CartPole-v1", "CartPole-v1-cleanrl", 500_000, 4_498),
+    ("HalfCheetah-v5", "HalfCheetah-v5-cleanrl", 100_000, 1_148),
+]
+
+
+def run(lib: str, env: str, seed: int, raw: Path, preset: str | None = None, total_steps: int | None = None) -> dict:
+    out = raw / f"{preset or env}-{lib}-seed{seed}.json"
+    command = [sys.executable, str(HERE / "run_one.py"), "--lib", lib, "--env", env, "--seed", str(seed), "--out", str(out)]
+    command += (["--preset", preset] if preset else []) + (["--total-steps", str(total_steps)] if total_steps else [])
+    subprocess.run(command, check=True)
     return json.loads(out.read_text())
 
 
@@ -104,7 +114,9 @@ def write_plot(results: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--envs", nargs="+", default=["CartPole-v1", "Pendulum-v1"])
+    parser.add_argument("--envs", nargs="*", default=["CartPole-v1", "Pendulum-v1"], help="envs of the side-by-side runs with SB3 (none: skip)")
+    parser.add_argument("--cleanrl-envs", nargs="*", default=[env for env, *_ in CLEANRL_SETTINGS],
+                        help="envs on which ppokit also runs at CleanRL's settings (none: skip)")
     args = parser.parse_args()
     raw = RESULTS / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -117,9 +129,34 @@ def main() -> None:
         for seed in args.seeds:
             for lib in (libs if seed % 2 == 0 else libs[::-1]):
                 results[env][lib].append(run(lib, env, seed, raw))
-    write_table(results, args.seeds, RESULTS / "sb3_comparison.md")
-    write_plot(results, RESULTS / "sb3_comparison.png")
-    print((RESULTS / "sb3_comparison.md").read_text())
+    if results:
+        write_table(results, args.seeds, RESULTS / "sb3_comparison.md")
+        write_plot(results, RESULTS / "sb3_comparison.png")
+        print((RESULTS / "sb3_comparison.md").read_text())
+    cleanrl = {(env, preset, steps, reference): [run("ppokit", env, seed, raw, preset, steps) for seed in args.seeds]
+               for env, preset, steps, reference in CLEANRL_SETTINGS if env in args.cleanrl_envs}
+    if cleanrl:
+        write_cleanrl_table(cleanrl, RESULTS / "cleanrl_settings.md")
+        print((RESULTS / "cleanrl_settings.md").read_text())
+
+
+def write_cleanrl_table(results: dict, path: Path) -> None:
+    lines = [
+        "# ppokit at CleanRL's settings",
+        "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `python benchmarks/bench_sb3.py`. ppokit runs the preset that copies",
+        "CleanRL's script defaults (network, hyperparameters, normalization wrappers), one torch thread, a fresh process per",
+        "seed. CleanRL's SPS is its own script measured on this machine with gymnasium 0.29.1 (its scripts log no returns",
+        "under gymnasium 1.x), so it is a reference figure, not a side-by-side run.",
+        "",
+        "| env | preset | steps | ppokit SPS (median) | CleanRL SPS (measured) | ratio | ppokit final eval (median) | per seed SPS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (env, preset, steps, reference), runs in results.items():
+        sps = median([r["sps"] for r in runs])
+        lines.append(f"| {env} | `{preset}` | {steps:,} | {fmt(sps)} | {reference:,} | {sps / reference:.1f}x | "
+                     f"{fmt(median([r['final_eval'] for r in runs]), '.1f')} | {', '.join(fmt(r['sps']) for r in runs)} |")
+    path.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

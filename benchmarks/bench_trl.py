@@ -7,6 +7,7 @@ episodes per second of training (generation + scoring + update), and the gold re
 SFT policy of each trained policy, measured by the same code on the same held-out prompts.
 
     python benchmarks/bench_trl.py            # what `make bench-lm` runs (creates .venv-trl first)
+    python benchmarks/bench_trl.py --libraries trl --trl-option whiten_rewards=true --report lm_trl_whiten_rewards
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ def main() -> None:
     parser.add_argument("--total-episodes", type=int, default=6400)
     parser.add_argument("--trl-python", default=str(HERE.parent / ".venv-trl" / "bin" / "python"))
     parser.add_argument("--work-dir", default="/tmp/ppokit-bench-trl")
+    parser.add_argument("--libraries", nargs="+", choices=["ppokit", "trl"], default=["ppokit", "trl"])
+    parser.add_argument("--ppokit-option", action="append", default=[], metavar="KEY=JSON", help="override an LMPPOConfig field")
+    parser.add_argument("--trl-option", action="append", default=[], metavar="KEY=JSON", help="override a trl PPOConfig field")
+    parser.add_argument("--report", default="lm_trl", help="file stem of the results under benchmarks/results/")
     args = parser.parse_args()
+    options = {"ppokit": parse_options(args.ppokit_option), "trl": parse_options(args.trl_option)}
     work = Path(args.work_dir)
 
     from ppokit.lm.demo import prepare_pipeline
@@ -43,10 +49,11 @@ def main() -> None:
     runs = []
     for seed in args.seeds:
         order = ["ppokit", "trl"] if seed % 2 == 0 else ["trl", "ppokit"]
-        for library in order:
+        for library in [name for name in order if name in args.libraries]:
             out_dir = work / f"{library}-seed{seed}"
             settings = {"sft_dir": str(setup["sft_dir"]), "rm_dir": setup["ppo_values"]["reward_model"], "prompts": setup["ppo_values"]["prompts"],
-                        "seed": seed, "threads": 1, "output_dir": str(out_dir / "policy"), "hyperparameters": hyperparameters}
+                        "seed": seed, "threads": 1, "output_dir": str(out_dir / "policy"), "hyperparameters": hyperparameters,
+                        f"{library}_options": options[library]}
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "settings.json").write_text(json.dumps(settings, indent=1))
             python = args.trl_python if library == "trl" else sys.executable
@@ -62,6 +69,18 @@ def main() -> None:
             print(f"{library:7s} seed {seed}: {timing['episodes_per_second']:7.1f} episodes/s, gold {quality['gold']:.3f}, KL {quality['kl']:.3f}", flush=True)
     before = evaluate(setup["sft_dir"], setup)
     write_report(runs, before, hyperparameters, args)
+
+
+def parse_options(pairs: list[str]) -> dict:
+    """KEY=VALUE pairs, each VALUE read as JSON when it parses (true, 0.1, "x") and as a string otherwise."""
+    options = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
 
 def evaluate(policy_dir: Path, setup: dict) -> dict:
@@ -92,49 +111,62 @@ def write_report(runs: list[dict], before: dict, hyperparameters: dict, args) ->
 
     RESULTS.mkdir(exist_ok=True)
     median = lambda lib, key: statistics.median(r[key] for r in runs if r["library"] == lib)  # noqa: E731
-    ratio = median("ppokit", "episodes_per_second") / median("trl", "episodes_per_second")
+    libraries = [name for name in ("ppokit", "trl") if name in args.libraries]
+    command = f"python benchmarks/bench_trl.py --seeds {' '.join(map(str, args.seeds))} --total-episodes {args.total_episodes}"
+    if libraries != ["ppokit", "trl"]:
+        command += " --libraries " + " ".join(libraries)
+    for library in ("ppokit", "trl"):
+        command += "".join(f" --{library}-option {option}" for option in getattr(args, f"{library}_option"))
+    if args.report != "lm_trl":
+        command += f" --report {args.report}"
     lines = [
         "# ppokit.lm PPO vs trl 1.12.0 (trl.experimental.ppo), sort task",
         "",
-        f"Command: `python benchmarks/bench_trl.py --seeds {' '.join(map(str, args.seeds))} --total-episodes {args.total_episodes}` "
-        f"(`make bench-lm`), {time.strftime('%Y-%m-%d')}, 2-core CPU, one torch thread per run, runs alternating in fresh processes.",
+        f"Command: `{command}`{' (`make bench-lm`)' if args.report == 'lm_trl' else ''}, {time.strftime('%Y-%m-%d')}, 2-core CPU, one torch thread per run, runs alternating in fresh processes.",
         "",
         "Same SFT policy, reward model, prompts and hyperparameters for both: "
         + ", ".join(f"{k}={v}" for k, v in sorted(hyperparameters.items())) + ".",
         "",
         "Score scaling is each library's default: ppokit divides the reward-model score by its running standard deviation "
         "(`score_normalization: running`); trl 1.12.0 has no running normalization and uses the raw score "
-        "(its `whiten_rewards=True` option, which whitens the per-token rewards, reached a lower gold reward here: see benchmarks/README.md).",
+        "(its `whiten_rewards=True` option, which whitens the per-token rewards, reached a lower gold reward here: "
+        "`results/lm_trl_whiten_rewards.md`).",
         "",
+        *([f"Options beyond these: ppokit {args.ppokit_option or 'none'}, trl {args.trl_option or 'none'}.", ""]
+          if args.ppokit_option or args.trl_option else []),
         f"Before PPO (the SFT policy): gold {before['gold']:.3f}, reward-model score {before['rm_score']:.3f}.",
         "",
         "| library | seeds | episodes/s (median) | gold reward after (median) | RM score after | KL to SFT (nats/response) |",
         "|---|---|---|---|---|---|",
     ]
-    for library in ("ppokit", "trl"):
+    for library in libraries:
         seeds = [r["seed"] for r in runs if r["library"] == library]
         lines.append(f"| {library} | {len(seeds)} | {median(library, 'episodes_per_second'):.1f} | {median(library, 'gold'):.3f} | "
                      f"{median(library, 'rm_score'):.3f} | {median(library, 'kl'):.3f} |")
-    lines += ["", f"Ratio of median episodes/s, ppokit / trl: **{ratio:.2f}x**.", "", "Per run:", "",
+    if libraries == ["ppokit", "trl"]:
+        ratio = median("ppokit", "episodes_per_second") / median("trl", "episodes_per_second")
+        lines += ["", f"Ratio of median episodes/s, ppokit / trl: **{ratio:.2f}x**."]
+    lines += ["", "Per run:", "",
               "| library | seed | episodes/s | gold | RM score | KL |", "|---|---|---|---|---|---|"]
     for r in runs:
         lines.append(f"| {r['library']} | {r['seed']} | {r['episodes_per_second']:.1f} | {r['gold']:.3f} | {r['rm_score']:.3f} | {r['kl']:.3f} |")
-    (RESULTS / "lm_trl.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / "lm_trl.json").write_text(json.dumps({"runs": runs, "before": before, "hyperparameters": hyperparameters}, indent=1) + "\n")
+    (RESULTS / f"{args.report}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.report}.json").write_text(json.dumps({"runs": runs, "before": before, "hyperparameters": hyperparameters,
+                                                            "options": {"ppokit": args.ppokit_option, "trl": args.trl_option}}, indent=1) + "\n")
 
     fig, (speed, gold) = plt.subplots(1, 2, figsize=(9, 3.5))
     for axis, key, title in ((speed, "episodes_per_second", "episodes per second"), (gold, "gold", "gold reward after PPO")):
-        for i, library in enumerate(("ppokit", "trl")):
+        for i, library in enumerate(libraries):
             values = [r[key] for r in runs if r["library"] == library]
-            axis.bar(i, statistics.median(values), color=["#1f77b4", "#ff7f0e"][i])
+            axis.bar(i, statistics.median(values), color={"ppokit": "#1f77b4", "trl": "#ff7f0e"}[library])
             axis.scatter([i] * len(values), values, color="black", s=12, zorder=3)
-        axis.set_xticks([0, 1], ["ppokit", "trl 1.12.0"])
+        axis.set_xticks(range(len(libraries)), [{"ppokit": "ppokit", "trl": "trl 1.12.0"}[name] for name in libraries])
         axis.set_title(title)
     gold.axhline(before["gold"], color="gray", linestyle="--", label="SFT policy")
     gold.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(RESULTS / "lm_trl.png", dpi=100)
-    print((RESULTS / "lm_trl.md").read_text())
+    fig.savefig(RESULTS / f"{args.report}.png", dpi=100)
+    print((RESULTS / f"{args.report}.md").read_text())
 
 
 if __name__ == "__main__":

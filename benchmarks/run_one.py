@@ -125,16 +125,19 @@ def main() -> None:
     parser.add_argument("--env", required=True)
     parser.add_argument("--preset", help="ppokit preset whose hyperparameters both libraries use (default: --env)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--total-steps", type=int, help="step budget (default: the preset's)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     config = load_preset(args.preset or args.env)[1]
+    if args.total_steps:
+        config["total_steps"] = args.total_steps
     curve = Curve(THRESHOLDS.get(args.env, float("inf")))
     runner = RUNNERS[args.lib]
     steps, seconds, act = runner(args.env, args.seed, config, curve)
     import resource
 
     result = {
-        "lib": args.lib, "env": args.env, "seed": args.seed, "steps": steps, "train_seconds": seconds,
+        "lib": args.lib, "env": args.env, "preset": args.preset or args.env, "seed": args.seed, "steps": steps, "train_seconds": seconds,
         "sps": steps / seconds,
         "steps_to_threshold": curve.reached[0] if curve.reached else None,
         "seconds_to_threshold": curve.reached[1] if curve.reached else None,

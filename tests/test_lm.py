@@ -310,3 +310,24 @@ def test_lm_cli_rejects_bad_keys_and_generates_json_lines(saved_model, capsys):
     assert [line["prompt"] for line in lines] == ["3 1 =", "2 ="]
     assert main(["lm", "demo", "no-such-task"]) == 2
     assert "unknown demo task 'no-such-task'" in capsys.readouterr().err
+
+
+def test_demo_preference_pairs_do_not_depend_on_the_hash_seed():
+    """Ties in gold reward keep the sampling order, not a set's per-process string-hash order."""
+    import subprocess
+    import sys
+
+    script = (
+        "import json, ppokit.lm.demo as demo\n"
+        "from ppokit.lm.tasks import get_task\n"
+        # four samples for each of two prompts: for the first, one right answer and three tied at 0.8
+        "answers = iter([['1 2 3 4 5', '9'], ['1 2 3 4 4', '9'], ['1 2 3 4 9', '9'], ['0 2 3 4 5', '9']])\n"
+        "demo.generate = lambda *args, **kwargs: next(answers)\n"
+        "pairs = demo._labelled_pairs(None, None, ['5 4 3 2 1 =', '9 9 9 9 9 ='], get_task('sort'), max_new_tokens=7)\n"
+        "print(json.dumps(pairs))\n"
+    )
+    outputs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                              env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2, 3)}
+    assert len(outputs) == 1
+    pairs = json.loads(outputs.pop())
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("1 2 3 4 5", "1 2 3 4 4"), ("1 2 3 4 5", "1 2 3 4 9"), ("1 2 3 4 5", "0 2 3 4 5")]

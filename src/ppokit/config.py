@@ -61,7 +61,11 @@ class PPOConfig(ConfigBase):
     vec_env: Literal["auto", "sync", "async", "vector"] = "auto"
     """'sync' steps the copies in this process; 'async' runs one process each (for costly envs);
     'vector' uses the env's own numpy-vectorized implementation (CartPole); 'auto' picks 'vector'
-    where it exists, else 'sync'."""
+    where it exists, else 'sync'. Applies to the gymnasium backend."""
+    env_backend: Literal["gymnasium", "envpool"] = "gymnasium"
+    """'envpool' steps the copies in envpool's C++ pool (pip install 'ppokit[envpool]'; its ids only).
+    Not the default: on the 2-core benchmark machine it was no faster than gymnasium for CartPole,
+    Pendulum and HalfCheetah (benchmarks/README.md)."""
     n_steps: int = 256
     """Steps collected per env before each update; one rollout is n_envs * n_steps samples."""
     total_steps: int = 1_000_000

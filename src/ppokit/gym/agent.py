@@ -262,7 +262,8 @@ class PPO:
     def _ensure_envs(self) -> None:
         if self.envs is not None:
             return
-        self.envs = make_vector_env(self.env_source, self.config.n_envs, self.config.vec_env, self.config.env_kwargs)
+        self.envs = make_vector_env(self.env_source, self.config.n_envs, self.config.vec_env, self.config.env_kwargs,
+                                    self.config.env_backend, self.config.seed)
         self._check_spaces_match(self.envs.single_observation_space, self.envs.single_action_space)
         self.collector = RolloutCollector(self.envs, self.policy, self.config.n_steps, describe(self.env_source), self.rng,
                                           bootstrap_truncated=self.config.bootstrap_truncated)

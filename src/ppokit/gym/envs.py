@@ -9,6 +9,7 @@ import gymnasium as gym
 from gymnasium.vector import AutoresetMode
 
 from ppokit.errors import EnvError
+from ppokit.gym.envpool_backend import EnvpoolVectorEnv
 
 EnvSource = Union[str, Callable[[], gym.Env]]
 
@@ -70,13 +71,23 @@ def has_numpy_vector_env(source: EnvSource) -> bool:
     return isinstance(entry_point, str) and not entry_point.startswith("gymnasium.envs.phys2d")
 
 
-def make_vector_env(source: EnvSource, n_envs: int, mode: str = "sync", env_kwargs: dict | None = None) -> gym.vector.VectorEnv:
+def make_vector_env(source: EnvSource, n_envs: int, mode: str = "sync", env_kwargs: dict | None = None,
+                    backend: str = "gymnasium", seed: int = 0) -> gym.vector.VectorEnv:
     """A vector env of ``n_envs`` copies.
+
+    ``backend`` 'envpool' returns an EnvpoolVectorEnv seeded with ``seed`` (``mode`` does not apply);
+    everything below is the gymnasium backend.
 
     'sync' and 'async' use same-step autoreset (a finished episode's last observation is in
     infos['final_obs']); 'vector' is the env's own numpy implementation, which resets on the next
     step (the rollout collector masks that step out); 'auto' picks 'vector' where it exists, else 'sync'.
     """
+    if backend not in ("gymnasium", "envpool"):
+        raise EnvError(f"unknown env_backend {backend!r}; expected 'gymnasium' or 'envpool'")
+    if backend == "envpool":
+        if not isinstance(source, str):
+            raise EnvError(f"env_backend 'envpool' needs an env id, not a factory ({describe(source)!r})")
+        return EnvpoolVectorEnv(source, n_envs, env_kwargs, seed)
     if mode == "auto":
         mode = "vector" if has_numpy_vector_env(source) else "sync"
     # Build one copy here first: bad ids and bad factories fail in this process with a clear message.

@@ -134,7 +134,10 @@ def _labelled_pairs(policy, tokenizer, prompts: list[str], task, max_new_tokens:
         chunk = prompts[start : start + batch_size]
         samples = [generate(policy, tokenizer, chunk, settings) for _ in range(samples_per_prompt)]
         for row, prompt in enumerate(chunk):
-            ranked = sorted({s[row] for s in samples}, key=lambda response: -task.gold_reward(prompt, response))
+            # dict.fromkeys, not a set: a set of strings iterates in a per-process hash order, which would
+            # reorder tied responses and so the pairs and the reward model from run to run
+            distinct = dict.fromkeys(s[row] for s in samples)
+            ranked = sorted(distinct, key=lambda response: -task.gold_reward(prompt, response))
             for i, better in enumerate(ranked):
                 for worse in ranked[i + 1 :]:
                     if task.gold_reward(prompt, better) > task.gold_reward(prompt, worse):

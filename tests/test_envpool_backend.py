@@ -1,0 +1,109 @@
+"""The envpool backend: adapter semantics against a stand-in envpool module, and real envpool where installed.
+
+The stand-in has envpool's interface (make(id, env_type, num_envs, seed), reset(), step(), list_all_envs())
+over gymnasium's own vector envs in NEXT_STEP autoreset mode, which is how envpool resets a finished copy.
+The real package is only tested where it is installed with a numpy it works with (numpy<2 for 0.8.4).
+"""
+
+import sys
+import types
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode
+
+from ppokit import PPO
+from ppokit.errors import EnvError
+from ppokit.gym.envpool_backend import EnvpoolVectorEnv
+from ppokit.gym.envs import make_vector_env
+
+
+class _StandInPool:
+    def __init__(self, task_id, env_type, num_envs, seed, **kwargs):
+        assert env_type == "gymnasium"
+        mode = "vector_entry_point" if task_id == "CartPole-v1" else "sync"
+        extra = {} if mode == "vector_entry_point" else {"vector_kwargs": {"autoreset_mode": AutoresetMode.NEXT_STEP}}
+        self.envs = gym.make_vec(task_id, num_envs=num_envs, vectorization_mode=mode, **extra, **kwargs)
+        self.seed, self.resets = seed, 0
+        self.observation_space, self.action_space = self.envs.single_observation_space, self.envs.single_action_space
+
+    def reset(self):
+        self.resets += 1
+        return self.envs.reset(seed=self.seed if self.resets == 1 else None)
+
+    def step(self, actions):
+        return self.envs.step(actions)
+
+    def close(self):
+        self.envs.close()
+
+
+@pytest.fixture
+def stand_in_envpool(monkeypatch):
+    module = types.SimpleNamespace(__version__="0.9.0", make=_StandInPool, list_all_envs=lambda: ["CartPole-v1", "Pendulum-v1"])
+    monkeypatch.setitem(sys.modules, "envpool", module)
+    return module
+
+
+def test_envpool_backend_matches_gymnasium_vector_env_update_for_update(stand_in_envpool):
+    """Same seed, same NEXT_STEP env underneath: the adapter must give the very same training run."""
+    config = {"n_envs": 4, "n_steps": 64, "total_steps": 4 * 64 * 3, "n_epochs": 2, "minibatch_size": 64, "tensorboard": False, "seed": 3}
+    agents, metrics = {}, {}
+    for backend, vec_env in (("envpool", "auto"), ("gymnasium", "vector")):
+        agents[backend] = PPO("CartPole-v1", {**config, "env_backend": backend, "vec_env": vec_env}, verbose=False, progress_bar=False)
+        metrics[backend] = []
+        agents[backend].learn(callback=lambda m, rows=metrics[backend]: rows.append(dict(m)) and None)
+    assert isinstance(agents["envpool"].envs, EnvpoolVectorEnv) and not isinstance(agents["gymnasium"].envs, EnvpoolVectorEnv)
+    assert len(metrics["envpool"]) == 3
+    for name in ("global_step", "losses/policy_loss", "losses/value_loss", "losses/approx_kl"):
+        assert [m[name] for m in metrics["envpool"]] == [m[name] for m in metrics["gymnasium"]], name
+    obs = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    np.testing.assert_array_equal(agents["envpool"].predict(obs, deterministic=True), agents["gymnasium"].predict(obs, deterministic=True))
+
+
+def test_envpool_backend_only_when_asked_for(stand_in_envpool):
+    assert not isinstance(make_vector_env("Pendulum-v1", 2, "auto"), EnvpoolVectorEnv)  # default: gymnasium
+    pendulum = make_vector_env("Pendulum-v1", 2, "auto", backend="envpool", seed=5)
+    assert isinstance(pendulum, EnvpoolVectorEnv)
+    assert pendulum.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    obs, _ = pendulum.reset(seed=5)
+    assert obs.shape == (2, 3) and pendulum.action_space.shape == (2, 1)
+    assert pendulum.single_observation_space == gym.make("Pendulum-v1").observation_space  # gymnasium's spaces
+
+
+def test_truncated_episode_keeps_its_final_observation_for_bootstrapping(stand_in_envpool):
+    envs = EnvpoolVectorEnv("Pendulum-v1", 1, seed=0)  # Pendulum only ends by its 200-step time limit
+    envs.reset(seed=0)
+    for step in range(200):
+        obs, reward, terminated, truncated, _ = envs.step(np.zeros((1, 1), dtype=np.float32))
+    assert truncated.tolist() == [True] and terminated.tolist() == [False]
+    final = obs.copy()
+    obs, reward, terminated, truncated, _ = envs.step(np.zeros((1, 1), dtype=np.float32))  # the reset step
+    assert not truncated.any() and reward.tolist() == [0.0] and not np.allclose(obs, final)
+
+
+def test_envpool_errors_name_the_problem(stand_in_envpool, monkeypatch):
+    with pytest.raises(EnvError, match="envpool has no env 'Acrobot-v1'"):
+        EnvpoolVectorEnv("Acrobot-v1", 2)
+    with pytest.raises(EnvError, match="needs an env id"):
+        make_vector_env(lambda: gym.make("CartPole-v1"), 2, backend="envpool")
+    with pytest.raises(EnvError, match="unknown env_backend 'pool'"):
+        make_vector_env("CartPole-v1", 2, backend="pool")
+    stand_in_envpool.__version__ = "0.8.4"
+    monkeypatch.setattr(np, "__version__", "2.4.6")
+    with pytest.raises(EnvError, match="numpy<2"):
+        EnvpoolVectorEnv("CartPole-v1", 2)
+    monkeypatch.setitem(sys.modules, "envpool", None)  # not installed
+    with pytest.raises(EnvError, match=r"pip install 'ppokit\[envpool\]'"):
+        EnvpoolVectorEnv("CartPole-v1", 2)
+
+
+def test_real_envpool_cartpole_copies_get_their_own_seeds():
+    envpool = pytest.importorskip("envpool")  # not in the test venv: run by hand where envpool and numpy<2 are installed
+    if np.__version__ >= "2" and envpool.__version__ <= "0.8.4":
+        pytest.skip("envpool 0.8.4 needs numpy<2")
+    envs = EnvpoolVectorEnv("CartPole-v1", 4, seed=0)
+    obs, _ = envs.reset(seed=0)
+    assert len({tuple(row) for row in obs.round(6)}) == 4  # each copy its own seed
+    assert len(set(obs[0].round(6))) == 4
