@@ -129,7 +129,7 @@ def write_report(runs: list[dict], before: dict, hyperparameters: dict, args) ->
         "",
         "Score scaling is each library's default: ppokit divides the reward-model score by its running standard deviation "
         "(`score_normalization: running`); trl 1.12.0 has no running normalization and uses the raw score "
-        "(its `whiten_rewards=True` option, which whitens the per-token rewards, reached a lower gold reward here: "
+        "(its `whiten_rewards=True` option, which whitens the per-token rewards instead, is run on the same set-up in "
         "`results/lm_trl_whiten_rewards.md`).",
         "",
         *([f"Options beyond these: ppokit {args.ppokit_option or 'none'}, trl {args.trl_option or 'none'}.", ""]
