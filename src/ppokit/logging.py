@@ -143,11 +143,15 @@ class RunLogger:
         return " | ".join(parts)
 
     def close(self) -> None:
-        self._bar.close()
-        if self._csv_file is not None:
-            self._csv_file.close()
-        if self._tb is not None:
-            self._tb.close()
+        _close_outputs(self._bar, self._csv_file, self._tb)
+
+
+def _close_outputs(bar, csv_file, scalar_writer) -> None:
+    """Close a logger's progress bar, CSV file and TensorBoard writer (the files may be None)."""
+    bar.close()
+    for output in (csv_file, scalar_writer):
+        if output is not None:
+            output.close()
 
 
 class ScalarWriter:
@@ -242,8 +246,4 @@ class MetricsLogger:
             self._bar.write(text, file=sys.stderr if text.startswith("warning") else sys.stdout)
 
     def close(self) -> None:
-        self._bar.close()
-        if self._csv_file is not None:
-            self._csv_file.close()
-        if self._tb is not None:
-            self._tb.close()
+        _close_outputs(self._bar, self._csv_file, self._tb)

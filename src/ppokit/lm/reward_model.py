@@ -13,12 +13,10 @@ from pathlib import Path
 import torch
 
 from ppokit.errors import ConfigError
-from ppokit.lm.config import RewardModelConfig, apply_run_settings
-from ppokit.lm.data import train_and_eval_rows
 from ppokit.lm.encoding import check_length, encode_prompt, encode_response
-from ppokit.lm.models import context_length, load_scalar_model, load_tokenizer, resize_for_tokenizer, save_pretrained
+from ppokit.lm.models import load_scalar_model, save_pretrained
 from ppokit.lm.sequences import causal_inputs, last_token_index, pad_sequences
-from ppokit.lm.supervised_loop import train_epochs
+from ppokit.lm.supervised_loop import SupervisedTrainer, train_epochs
 
 
 def token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -38,23 +36,13 @@ def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     return scores.gather(1, last_token_index(attention_mask).unsqueeze(1)).squeeze(1)
 
 
-class RewardModelTrainer:
+class RewardModelTrainer(SupervisedTrainer):
     """Trains ``config.model`` with a one-label scalar head on (prompt, chosen, rejected) rows."""
 
-    def __init__(self, config: RewardModelConfig, run_dir: str | Path | None = None, model=None, tokenizer=None,
-                 train_rows: list[dict] | None = None, eval_rows: list[dict] | None = None,
-                 progress: bool | None = None, verbose: bool = True):
-        self.config = config
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        apply_run_settings(config)
-        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model)
-        self.model = model if model is not None else load_scalar_model(config.model, self.tokenizer)
-        resize_for_tokenizer(self.model, self.tokenizer)
-        train_rows, eval_rows = train_and_eval_rows(config, "preference", train_rows, eval_rows)
-        limit = config.max_length or context_length(self.model)
-        self.train_pairs = [self._encode(row, limit, f"training pair {i + 1}") for i, row in enumerate(train_rows)]
-        self.eval_pairs = [self._encode(row, limit, f"evaluation pair {i + 1}") for i, row in enumerate(eval_rows or [])]
-        self.progress, self.verbose = progress, verbose
+    row_kind, row_name = "preference", "pair"
+
+    def _load_model(self, name_or_path, tokenizer):
+        return load_scalar_model(name_or_path, tokenizer)
 
     def _encode(self, row: dict, limit: int | None, where: str) -> tuple[list[int], list[int]]:
         prompt = encode_prompt(self.tokenizer, row["prompt"])
@@ -72,7 +60,7 @@ class RewardModelTrainer:
     @torch.no_grad()
     def evaluate(self, pairs: list | None = None) -> dict[str, float]:
         """Pairwise accuracy (ties count half) and mean loss on held-out pairs."""
-        pairs = self.eval_pairs if pairs is None else pairs
+        pairs = self.eval_examples if pairs is None else pairs
         if not pairs:
             return {"accuracy": float("nan"), "loss": float("nan")}
         self.model.eval()
@@ -101,7 +89,7 @@ class RewardModelTrainer:
             return {"eval/loss": result["loss"], "eval/accuracy": result["accuracy"]}
 
         before = self.evaluate()
-        steps = train_epochs(self.model, self.config, self.train_pairs, step_loss, held_out, self.run_dir,
+        steps = train_epochs(self.model, self.config, self.train_examples, step_loss, held_out, self.run_dir,
                              ["train/loss", "train/accuracy", "train/margin", "eval/loss", "eval/accuracy"],
                              ["train/loss", "train/accuracy", "eval/accuracy"], "reward_model", self.progress, self.verbose)
         after = self.evaluate()

@@ -7,33 +7,21 @@ from pathlib import Path
 
 import torch
 
-from ppokit.lm.config import SFTConfig, apply_run_settings
-from ppokit.lm.data import train_and_eval_rows
 from ppokit.lm.encoding import check_length, encode_prompt, encode_response
-from ppokit.lm.models import context_length, load_causal_lm, load_tokenizer, resize_for_tokenizer, save_pretrained
+from ppokit.lm.models import load_causal_lm, save_pretrained
 from ppokit.lm.sequences import causal_inputs, pad_sequences
-from ppokit.lm.supervised_loop import train_epochs
+from ppokit.lm.supervised_loop import SupervisedTrainer, train_epochs
 
 IGNORE = -100  # label of prompt and padding positions: no loss there
 
 
-class SFTTrainer:
+class SFTTrainer(SupervisedTrainer):
     """Fine-tunes ``config.model`` (or the given model) on (prompt, completion) rows; ``train()`` returns the losses."""
 
-    def __init__(self, config: SFTConfig, run_dir: str | Path | None = None, model=None, tokenizer=None,
-                 train_rows: list[dict] | None = None, eval_rows: list[dict] | None = None,
-                 progress: bool | None = None, verbose: bool = True):
-        self.config = config
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        apply_run_settings(config)
-        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model)
-        self.model = model if model is not None else load_causal_lm(config.model, self.tokenizer)
-        resize_for_tokenizer(self.model, self.tokenizer)
-        train_rows, eval_rows = train_and_eval_rows(config, "sft", train_rows, eval_rows)
-        limit = config.max_length or context_length(self.model)
-        self.train_examples = [self._encode(row, limit, f"training row {i + 1}") for i, row in enumerate(train_rows)]
-        self.eval_examples = [self._encode(row, limit, f"evaluation row {i + 1}") for i, row in enumerate(eval_rows or [])]
-        self.progress, self.verbose = progress, verbose
+    row_kind, row_name = "sft", "row"
+
+    def _load_model(self, name_or_path, tokenizer):
+        return load_causal_lm(name_or_path, tokenizer)
 
     def _encode(self, row: dict, limit: int | None, where: str) -> tuple[list[int], int]:
         prompt = encode_prompt(self.tokenizer, row["prompt"])

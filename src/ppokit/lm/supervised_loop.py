@@ -1,5 +1,6 @@
-"""The training loop SFT and the reward model share: shuffled epochs of AdamW steps with a linearly
-decaying learning rate, a held-out evaluation at each epoch's end, logs and checkpoints."""
+"""What SFT and the reward model share: their set-up (settings, tokenizer, model, encoded rows) and
+their training loop, shuffled epochs of AdamW steps with a linearly decaying learning rate, a
+held-out evaluation at each epoch's end, logs and checkpoints."""
 
 from __future__ import annotations
 
@@ -11,7 +12,39 @@ from typing import Callable
 import torch
 
 from ppokit.lm.checkpoints import save_training_state
+from ppokit.lm.config import apply_run_settings
+from ppokit.lm.data import train_and_eval_rows
+from ppokit.lm.models import context_length, load_tokenizer, resize_for_tokenizer
 from ppokit.logging import MetricsLogger
+
+
+class SupervisedTrainer:
+    """Set-up of a trainer on (prompt, ...) rows. Subclasses name the row kind and how to load the
+    model and encode one row; rows that do not fit are errors naming the row."""
+
+    row_kind = ""  # the data kind load_rows checks: "sft" or "preference"
+    row_name = ""  # how errors call one row: "row" or "pair"
+
+    def __init__(self, config, run_dir: str | Path | None = None, model=None, tokenizer=None,
+                 train_rows: list[dict] | None = None, eval_rows: list[dict] | None = None,
+                 progress: bool | None = None, verbose: bool = True):
+        self.config = config
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        apply_run_settings(config)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model)
+        self.model = model if model is not None else self._load_model(config.model, self.tokenizer)
+        resize_for_tokenizer(self.model, self.tokenizer)
+        train_rows, eval_rows = train_and_eval_rows(config, self.row_kind, train_rows, eval_rows)
+        limit = config.max_length or context_length(self.model)
+        self.train_examples = [self._encode(row, limit, f"training {self.row_name} {i + 1}") for i, row in enumerate(train_rows)]
+        self.eval_examples = [self._encode(row, limit, f"evaluation {self.row_name} {i + 1}") for i, row in enumerate(eval_rows or [])]
+        self.progress, self.verbose = progress, verbose
+
+    def _load_model(self, name_or_path, tokenizer):
+        raise NotImplementedError
+
+    def _encode(self, row: dict, limit: int | None, where: str):
+        raise NotImplementedError
 
 
 def train_epochs(model, config, examples: list, step_loss: Callable[[list], tuple[torch.Tensor, dict[str, float]]],
