@@ -96,7 +96,8 @@ class NumpyEngine:
         weight = 1.0 / max(count, 1.0) if mask is None else mask / max(count, 1.0)
 
         def mean(x):
-            return float(x.mean()) if mask is None else float((x * mask).sum() / max(count, 1.0))
+            # a dot product with the sample weights: one call instead of numpy's mean() wrapper
+            return float(x.sum()) * weight if mask is None else float(np.dot(x, weight))
 
         if settings.normalize_advantage and count > 1:
             centered = advantages - mean(advantages)

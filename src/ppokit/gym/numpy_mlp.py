@@ -19,6 +19,7 @@ class NumpyMLP:
         self.layers = layers
         self.activation = activation
         self._inputs: list[np.ndarray] = []
+        self._ones = np.ones(0, dtype=np.float32)
 
     def forward(self, x: np.ndarray, keep: bool = False) -> np.ndarray:
         """Outputs for a [batch, in] float32 array; ``keep`` remembers what ``backward`` needs."""
@@ -41,11 +42,14 @@ class NumpyMLP:
     def backward(self, grad_out: np.ndarray) -> None:
         """Write d(loss)/d(weights) for the last ``forward(keep=True)``, given d(loss)/d(outputs)."""
         grad = grad_out
+        if len(self._ones) != len(grad):
+            self._ones = np.ones(len(grad), dtype=np.float32)
         for i in range(len(self.layers) - 1, -1, -1):
             weight, _, weight_grad, bias_grad = self.layers[i]
             layer_input = self._inputs[i]
             np.matmul(grad.T, layer_input, out=weight_grad)
-            np.sum(grad, axis=0, out=bias_grad)
+            # a column sum as a matrix-vector product: a third of the time of sum(axis=0) on [batch, 64]
+            np.matmul(self._ones, grad, out=bias_grad)
             if i == 0:
                 break
             grad = grad @ weight
