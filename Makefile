@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[bench]"
 	$(BIN)/python benchmarks/bench_sb3.py
+	$(BIN)/python benchmarks/bench_scaling.py
 
 # trl 1.12.0 (the last trl with PPO) gets a venv of its own, so its pins never touch ppokit's.
 bench-lm: $(STAMP)

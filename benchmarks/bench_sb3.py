@@ -1,9 +1,12 @@
 """ppokit vs Stable-Baselines3, side by side: same env, hyperparameters (ppokit's preset), step budget, seeds.
 
 Each run is a fresh process (benchmarks/run_one.py); the libraries alternate seed by seed so drifts
-in machine speed hit both alike. Writes benchmarks/results/sb3_comparison.md and .png.
+in machine speed hit both alike. Writes benchmarks/results/sb3_comparison.md and .png. Then, ppokit
+alone: the time to solve CartPole-v1 with its preset over 5 seeds (results/time_to_solve.md) and runs
+at CleanRL's script settings (results/cleanrl_settings.md).
 
     python benchmarks/bench_sb3.py [--seeds 0 1 2] [--envs CartPole-v1 Pendulum-v1]
+                                   [--solve-seeds 0 1 2 3 4] [--cleanrl-envs ...] [--cleanrl-seeds 0 1 2 3 4]
 """
 
 from __future__ import annotations
@@ -14,26 +17,31 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from ppokit.gym.envs import has_numpy_vector_env
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+SOLVE_ENV = "CartPole-v1"  # the time-to-solve figure: ppokit's own preset for this env
 
 
 # CleanRL's own scripts, measured on this machine (issue figures): SPS while training at their defaults
 CLEANRL_SETTINGS = [
-    # (env, ppokit preset with CleanRL's settings, step budget, CleanRL's measured SPS)
-    ("CartPole-v1", "CartPole-v1-cleanrl", 500_000, 4_498),
-    ("HalfCheetah-v5", "HalfCheetah-v5-cleanrl", 100_000, 1_148),
+    # (env, ppokit preset with CleanRL's settings, step budget, CleanRL's measured SPS and eval)
+    ("CartPole-v1", "CartPole-v1-cleanrl", 500_000, (4_498, 500.0)),
+    ("HalfCheetah-v5", "HalfCheetah-v5-cleanrl", 100_000, (1_148, 648.0)),
 ]
 
 
-def run(lib: str, env: str, seed: int, raw: Path, preset: str | None = None, total_steps: int | None = None) -> dict:
-    out = raw / f"{preset or env}-{lib}-seed{seed}.json"
+def run(lib: str, env: str, seed: int, raw: Path, preset: str | None = None, total_steps: int | None = None,
+        extra: list[str] | None = None, name: str | None = None) -> dict:
+    """One run of run_one.py in a fresh process; ``extra`` are more run_one.py arguments, ``name`` the raw file's stem."""
+    out = raw / f"{name or preset or env}-{lib}-seed{seed}.json"
     command = [sys.executable, str(HERE / "run_one.py"), "--lib", lib, "--env", env, "--seed", str(seed), "--out", str(out)]
     command += (["--preset", preset] if preset else []) + (["--total-steps", str(total_steps)] if total_steps else [])
+    command += extra or []
     subprocess.run(command, check=True)
     return json.loads(out.read_text())
 
@@ -100,8 +108,11 @@ def write_plot(results: dict, path: Path) -> None:
             if not curves:
                 continue
             stacked = np.array(curves)
-            ax.plot(grid, np.nanmedian(stacked, 0), label=f"{lib} (median of {len(curves)})")
-            ax.fill_between(grid, np.nanmin(stacked, 0), np.nanmax(stacked, 0), alpha=0.2)
+            with warnings.catch_warnings():  # before the first 20 episodes every run is NaN there
+                warnings.simplefilter("ignore", RuntimeWarning)
+                low, middle, high = np.nanmin(stacked, 0), np.nanmedian(stacked, 0), np.nanmax(stacked, 0)
+            ax.plot(grid, middle, label=f"{lib} (median of {len(curves)})")
+            ax.fill_between(grid, low, high, alpha=0.2)
         ax.set_title(env)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("mean return of last 20 training episodes")
@@ -117,6 +128,10 @@ def main() -> None:
     parser.add_argument("--envs", nargs="*", default=["CartPole-v1", "Pendulum-v1"], help="envs of the side-by-side runs with SB3 (none: skip)")
     parser.add_argument("--cleanrl-envs", nargs="*", default=[env for env, *_ in CLEANRL_SETTINGS],
                         help="envs on which ppokit also runs at CleanRL's settings (none: skip)")
+    parser.add_argument("--cleanrl-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                        help="seeds of the runs at CleanRL's settings (HalfCheetah's return at 100k steps varies a lot by seed)")
+    parser.add_argument("--solve-seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4],
+                        help="seeds of ppokit's time-to-solve runs on its CartPole-v1 preset (side-by-side runs are reused; none: skip)")
     args = parser.parse_args()
     raw = RESULTS / "raw"
     raw.mkdir(parents=True, exist_ok=True)
@@ -133,11 +148,39 @@ def main() -> None:
         write_table(results, args.seeds, RESULTS / "sb3_comparison.md")
         write_plot(results, RESULTS / "sb3_comparison.png")
         print((RESULTS / "sb3_comparison.md").read_text())
-    cleanrl = {(env, preset, steps, reference): [run("ppokit", env, seed, raw, preset, steps) for seed in args.seeds]
+    if args.solve_seeds:
+        done = {r["seed"]: r for r in results.get(SOLVE_ENV, {}).get("ppokit", [])}
+        solve_runs = [done.get(seed) or run("ppokit", SOLVE_ENV, seed, raw) for seed in args.solve_seeds]
+        write_solve_table(solve_runs, RESULTS / "time_to_solve.md")
+        print((RESULTS / "time_to_solve.md").read_text())
+    cleanrl = {(env, preset, steps, reference): [run("ppokit", env, seed, raw, preset, steps, ["--sampled-eval"]) for seed in args.cleanrl_seeds]
                for env, preset, steps, reference in CLEANRL_SETTINGS if env in args.cleanrl_envs}
     if cleanrl:
         write_cleanrl_table(cleanrl, RESULTS / "cleanrl_settings.md")
         print((RESULTS / "cleanrl_settings.md").read_text())
+
+
+def write_solve_table(runs: list[dict], path: Path) -> None:
+    seconds = [r["seconds_to_threshold"] for r in runs]
+    reached = [s for s in seconds if s is not None]
+    # a seed that never reached the threshold counts as infinitely slow, so it pushes the median up
+    ordered = sorted(s if s is not None else float("inf") for s in seconds)
+    lines = [
+        "# Time to solve CartPole-v1 with ppokit's preset",
+        "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `python benchmarks/bench_sb3.py`. ppokit's `{SOLVE_ENV}` preset, one fresh",
+        "process per seed. Seconds from process start (imports included) until the mean of the last 20 training episodes",
+        "reaches 475; final eval = mean of 20 deterministic episodes after the full step budget.",
+        "",
+        f"- Median seconds to 475 over {len(runs)} seeds: **{fmt(statistics.median(ordered), '.2f')}** ({len(reached)}/{len(runs)} reached)",
+        f"- Median final eval: {fmt(median([r['final_eval'] for r in runs]), '.1f')}",
+        "",
+        "| seed | seconds to 475 | steps to 475 | SPS | final eval |",
+        "|---|---|---|---|---|",
+    ]
+    for r in runs:
+        lines.append(f"| {r['seed']} | {fmt(r['seconds_to_threshold'], '.2f')} | {fmt(r['steps_to_threshold'])} | {fmt(r['sps'])} | {r['final_eval']:.1f} |")
+    path.write_text("\n".join(lines) + "\n")
 
 
 def write_cleanrl_table(results: dict, path: Path) -> None:
@@ -147,15 +190,25 @@ def write_cleanrl_table(results: dict, path: Path) -> None:
         f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `python benchmarks/bench_sb3.py`. ppokit runs the preset that copies",
         "CleanRL's script defaults (network, hyperparameters, normalization wrappers), one torch thread, a fresh process per",
         "seed. CleanRL's SPS is its own script measured on this machine with gymnasium 0.29.1 (its scripts log no returns",
-        "under gymnasium 1.x), so it is a reference figure, not a side-by-side run.",
+        "under gymnasium 1.x), so it is a reference figure, not a side-by-side run. ppokit's evaluation: 20 episodes",
+        "with the mean (most likely) action, and 20 sampling actions as CleanRL's own evaluation does. 'last 20' = mean",
+        "return of the last 20 training episodes. Medians over seeds " + ", ".join(str(r["seed"]) for r in next(iter(results.values()))) + ".",
         "",
-        "| env | preset | steps | ppokit SPS (median) | CleanRL SPS (measured) | ratio | ppokit final eval (median) | per seed SPS |",
-        "|---|---|---|---|---|---|---|---|",
+        "| env | preset | steps | ppokit SPS | CleanRL SPS | ratio | ppokit eval, deterministic | ppokit eval, sampled "
+        "| ppokit last 20 | CleanRL eval |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (env, preset, steps, reference), runs in results.items():
+    for (env, preset, steps, (reference_sps, reference_eval)), runs in results.items():
         sps = median([r["sps"] for r in runs])
-        lines.append(f"| {env} | `{preset}` | {steps:,} | {fmt(sps)} | {reference:,} | {sps / reference:.1f}x | "
-                     f"{fmt(median([r['final_eval'] for r in runs]), '.1f')} | {', '.join(fmt(r['sps']) for r in runs)} |")
+        last_20 = median([r["curve"][-1][2] if r["curve"] else None for r in runs])
+        lines.append(f"| {env} | `{preset}` | {steps:,} | {fmt(sps)} | {reference_sps:,} | {sps / reference_sps:.1f}x | "
+                     f"{fmt(median([r['final_eval'] for r in runs]), '.1f')} | {fmt(median([r.get('final_eval_sampled') for r in runs]), '.1f')} | "
+                     f"{fmt(last_20, '.1f')} | {reference_eval:.0f} |")
+    lines += ["", "Per run:", "", "| env | seed | SPS | eval, deterministic | eval, sampled | last 20 |", "|---|---|---|---|---|---|"]
+    for (env, *_), runs in results.items():
+        for r in runs:
+            lines.append(f"| {env} | {r['seed']} | {fmt(r['sps'])} | {fmt(r['final_eval'], '.1f')} | "
+                         f"{fmt(r.get('final_eval_sampled'), '.1f')} | {fmt(r['curve'][-1][2] if r['curve'] else None, '.1f')} |")
     path.write_text("\n".join(lines) + "\n")
 
 

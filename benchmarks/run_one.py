@@ -16,6 +16,7 @@ from collections import deque
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 
 from ppokit.gym.presets import load_preset  # noqa: E402
 from ppokit.logging import process_uptime  # noqa: E402
@@ -53,7 +54,7 @@ def run_ppokit(env_id: str, seed: int, config: dict, curve: Curve, overrides: di
     started = time.perf_counter()
     agent.learn(callback=on_update)
     seconds = time.perf_counter() - started
-    return agent.global_step, seconds, lambda obs: agent.predict(obs, deterministic=True)
+    return agent.global_step, seconds, lambda obs, deterministic: agent.predict(obs, deterministic=deterministic)
 
 
 def run_ppokit_sync(env_id: str, seed: int, config: dict, curve: Curve):
@@ -66,6 +67,7 @@ def run_sb3(env_id: str, seed: int, config: dict, curve: Curve):
     from stable_baselines3 import PPO as SB3PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
 
     torch.set_num_threads(1)
 
@@ -82,6 +84,10 @@ def run_sb3(env_id: str, seed: int, config: dict, curve: Curve):
     activation = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[config.get("activation", "tanh")]
     hidden = config.get("hidden_sizes", [64, 64])
     env = make_vec_env(env_id, n_envs=config["n_envs"], seed=seed)
+    normalizing = config.get("normalize_obs", False) or config.get("normalize_reward", False)
+    if normalizing:  # ppokit's normalize_obs / normalize_reward are SB3's VecNormalize
+        env = VecNormalize(env, norm_obs=config.get("normalize_obs", False), norm_reward=config.get("normalize_reward", False),
+                           clip_obs=config.get("obs_clip", 10.0), clip_reward=config.get("reward_clip", 10.0), gamma=config.get("gamma", 0.99))
     model = SB3PPO(
         "MlpPolicy", env, seed=seed, device="cpu", verbose=0,
         n_steps=config["n_steps"], batch_size=config.get("minibatch_size", 64), n_epochs=config.get("n_epochs", 10),
@@ -96,14 +102,17 @@ def run_sb3(env_id: str, seed: int, config: dict, curve: Curve):
     started = time.perf_counter()
     model.learn(total_timesteps=config["total_steps"], callback=EpisodeCurve())
     seconds = time.perf_counter() - started
-    return model.num_timesteps, seconds, lambda obs: model.predict(obs, deterministic=True)[0]
+    # the evaluation feeds raw observations: normalize them with the frozen training statistics, as ppokit does
+    prepare = (lambda obs: env.normalize_obs(obs)) if config.get("normalize_obs", False) else (lambda obs: obs)
+    return model.num_timesteps, seconds, lambda obs, deterministic: model.predict(prepare(obs), deterministic=deterministic)[0]
 
 
 RUNNERS = {"ppokit": run_ppokit, "ppokit-sync": run_ppokit_sync, "sb3": run_sb3}
 
 
-def evaluate(env_id: str, act, episodes: int = 20, seed: int = 10_000) -> float:
-    """The same evaluation for both libraries: exactly ``episodes`` deterministic episodes."""
+def evaluate(env_id: str, act, episodes: int = 20, seed: int = 10_000, deterministic: bool = True) -> float:
+    """The same evaluation for both libraries: exactly ``episodes`` episodes, deterministic (the mean or
+    most likely action) or sampling actions as in training."""
     import gymnasium as gym
 
     env = gym.make(env_id)
@@ -112,7 +121,7 @@ def evaluate(env_id: str, act, episodes: int = 20, seed: int = 10_000) -> float:
         obs, _ = env.reset(seed=seed + i)
         done, total = False, 0.0
         while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(obs[None])[0])
+            obs, reward, terminated, truncated, _ = env.step(act(obs[None], deterministic)[0])
             total += float(reward)
             done = terminated or truncated
         returns.append(total)
@@ -126,11 +135,19 @@ def main() -> None:
     parser.add_argument("--preset", help="ppokit preset whose hyperparameters both libraries use (default: --env)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--total-steps", type=int, help="step budget (default: the preset's)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override preset values for both libraries (VALUE is parsed as YAML), e.g. n_envs=16")
+    parser.add_argument("--no-eval", action="store_true", help="skip the final evaluation (final_eval is null)")
+    parser.add_argument("--sampled-eval", action="store_true",
+                        help="also evaluate with sampled actions, as CleanRL's evaluation does (final_eval_sampled)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     config = load_preset(args.preset or args.env)[1]
     if args.total_steps:
         config["total_steps"] = args.total_steps
+    for item in args.set:
+        key, _, value = item.partition("=")
+        config[key] = yaml.safe_load(value)
     curve = Curve(THRESHOLDS.get(args.env, float("inf")))
     runner = RUNNERS[args.lib]
     steps, seconds, act = runner(args.env, args.seed, config, curve)
@@ -141,13 +158,14 @@ def main() -> None:
         "sps": steps / seconds,
         "steps_to_threshold": curve.reached[0] if curve.reached else None,
         "seconds_to_threshold": curve.reached[1] if curve.reached else None,
-        "final_eval": evaluate(args.env, act),
+        "final_eval": None if args.no_eval else evaluate(args.env, act),
+        "final_eval_sampled": evaluate(args.env, act, deterministic=False) if args.sampled_eval else None,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "curve": curve.points,
     }
     with open(args.out, "w") as f:
         json.dump(result, f)
-    print(f"{args.lib:7s} {args.env:12s} seed {args.seed}: {result['sps']:,.0f} SPS, eval {result['final_eval']:.1f}, "
+    print(f"{args.lib:7s} {args.env:12s} seed {args.seed}: {result['sps']:,.0f} SPS, eval {result['final_eval']}, "
           f"to threshold {result['seconds_to_threshold']} s", file=sys.stderr)
 
 
