@@ -69,6 +69,7 @@ def write_plot(results: dict, path: Path) -> None:
         ax_rss.plot(n_envs, [by_n[n]["peak_rss_mb"] for n in n_envs], marker="o", label=LIBS[lib])
     for ax, label in ((ax_sps, "env steps per second while training"), (ax_rss, "peak RSS (MB)")):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(n_envs, [str(n) for n in n_envs])
         ax.set_xlabel("number of envs")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
