@@ -3,19 +3,10 @@
 __version__ = "0.1.0"
 
 from ppokit.errors import ConfigError, EnvError, PPOKitError, UnsupportedSpaceError  # noqa: E402
+from ppokit.lazy_exports import lazy_getattr  # noqa: E402
 
 
-def __getattr__(name):
-    # PPO pulls in gymnasium; load it only when asked so `ppokit.core` stays torch-only.
-    if name == "PPO":
-        from ppokit.gym.agent import PPO
-
-        return PPO
-    if name == "PPOConfig":
-        from ppokit.config import PPOConfig
-
-        return PPOConfig
-    raise AttributeError(f"module 'ppokit' has no attribute {name!r}")
-
+# PPO pulls in gymnasium; load it only when asked so `ppokit.core` stays torch-only.
+__getattr__ = lazy_getattr(__name__, {"PPO": "gym.agent", "PPOConfig": "config"}, globals())
 
 __all__ = ["PPO", "PPOConfig", "PPOKitError", "ConfigError", "EnvError", "UnsupportedSpaceError"]

@@ -6,7 +6,7 @@ schedules and the update settings also run on numpy arrays, and a numpy-only cal
 for importing torch.
 """
 
-import importlib
+from ppokit.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "gae": "advantages",
@@ -37,9 +37,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ppokit.core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"ppokit.core.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())

@@ -4,7 +4,7 @@ penalty against a frozen reference, on Hugging Face transformers and the shared 
     from ppokit.lm import SFTTrainer, RewardModelTrainer, LMPPOTrainer, FunctionReward
 """
 
-import importlib
+from ppokit.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "SFTConfig": "config",
@@ -27,9 +27,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ppokit.lm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"ppokit.lm.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())

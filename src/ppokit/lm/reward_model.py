@@ -7,14 +7,11 @@ so it is right for left- and right-padded batches alike (and never depends on wh
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
 from ppokit.errors import ConfigError
 from ppokit.lm.encoding import check_length, encode_prompt, encode_response
-from ppokit.lm.models import load_scalar_model, save_pretrained
+from ppokit.lm.models import load_scalar_model
 from ppokit.lm.sequences import causal_inputs, last_token_index, pad_sequences
 from ppokit.lm.supervised_loop import SupervisedTrainer, train_epochs
 
@@ -94,10 +91,4 @@ class RewardModelTrainer(SupervisedTrainer):
                              ["train/loss", "train/accuracy", "eval/accuracy"], "reward_model", self.progress, self.verbose)
         after = self.evaluate()
         result = {"eval_accuracy_before": before["accuracy"], "eval_accuracy": after["accuracy"], "eval_loss": after["loss"], "steps": steps}
-        if self.run_dir is not None:
-            self.save(self.run_dir / "model")
-            (self.run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-        return result
-
-    def save(self, directory: str | Path) -> Path:
-        return save_pretrained(self.model, self.tokenizer, directory)
+        return self._finish(result)

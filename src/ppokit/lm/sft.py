@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
 from ppokit.lm.encoding import check_length, encode_prompt, encode_response
-from ppokit.lm.models import load_causal_lm, save_pretrained
+from ppokit.lm.models import load_causal_lm
 from ppokit.lm.sequences import causal_inputs, pad_sequences
 from ppokit.lm.supervised_loop import SupervisedTrainer, train_epochs
 
@@ -71,10 +68,4 @@ class SFTTrainer(SupervisedTrainer):
         steps = train_epochs(self.model, self.config, self.train_examples, step_loss, lambda: {"eval/loss": self.evaluate()}, self.run_dir,
                              ["train/loss", "eval/loss"], ["train/loss", "eval/loss"], "sft", self.progress, self.verbose)
         result = {"train_loss": last.get("train/loss", float("nan")), "eval_loss_before": eval_before, "eval_loss": self.evaluate(), "steps": steps}
-        if self.run_dir is not None:
-            self.save(self.run_dir / "model")
-            (self.run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-        return result
-
-    def save(self, directory: str | Path) -> Path:
-        return save_pretrained(self.model, self.tokenizer, directory)
+        return self._finish(result)

@@ -4,6 +4,7 @@ held-out evaluation at each epoch's end, logs and checkpoints."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from ppokit.lm.checkpoints import save_training_state
 from ppokit.lm.config import apply_run_settings
 from ppokit.lm.data import train_and_eval_rows
-from ppokit.lm.models import context_length, load_tokenizer, resize_for_tokenizer
+from ppokit.lm.models import context_length, load_tokenizer, resize_for_tokenizer, save_pretrained
 from ppokit.logging import MetricsLogger
 
 
@@ -39,6 +40,16 @@ class SupervisedTrainer:
         self.train_examples = [self._encode(row, limit, f"training {self.row_name} {i + 1}") for i, row in enumerate(train_rows)]
         self.eval_examples = [self._encode(row, limit, f"evaluation {self.row_name} {i + 1}") for i, row in enumerate(eval_rows or [])]
         self.progress, self.verbose = progress, verbose
+
+    def save(self, directory: str | Path) -> Path:
+        return save_pretrained(self.model, self.tokenizer, directory)
+
+    def _finish(self, result: dict[str, float]) -> dict[str, float]:
+        """Save the model and results.json into the run dir, if there is one; returns ``result``."""
+        if self.run_dir is not None:
+            self.save(self.run_dir / "model")
+            (self.run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
 
     def _load_model(self, name_or_path, tokenizer):
         raise NotImplementedError
