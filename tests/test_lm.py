@@ -12,7 +12,7 @@ from ppokit.errors import ConfigError, RewardError
 from ppokit.lm.config import LMPPOConfig
 from ppokit.lm.data import load_rows
 from ppokit.lm.generation import GenerationSettings, generate, sample_responses
-from ppokit.lm.models import build_tiny_causal_lm, ensure_pad_token, load_causal_lm, load_scalar_model, load_tokenizer, save_pretrained
+from ppokit.lm.models import ensure_pad_token, load_causal_lm, load_scalar_model, load_tokenizer
 from ppokit.lm.ppo import LMPPOTrainer, per_token_rewards, token_advantages
 from ppokit.lm.reward_model import sequence_scores
 from ppokit.lm.rewards import FunctionReward, ResponseBatch
@@ -20,14 +20,6 @@ from ppokit.lm.sequences import causal_inputs, last_token_index, pad_sequences, 
 from ppokit.lm.tasks import get_task, sort_gold_reward
 
 SORT = get_task("sort")
-
-
-@pytest.fixture(scope="module")
-def saved_model(tmp_path_factory):
-    """A tiny GPT-2 and the sort task's tokenizer, saved and loaded back like a user's model."""
-    directory = tmp_path_factory.mktemp("tiny") / "base"
-    save_pretrained(build_tiny_causal_lm(SORT.build_tokenizer(), **SORT.model), SORT.build_tokenizer(), directory)
-    return directory
 
 
 def _prompts(n, seed=0):
@@ -194,7 +186,7 @@ def test_lora_reference_is_the_base_with_adapter_off(saved_model):
     ids, mask = pad_sequences([trainer.prompt_ids[0] + [3, 4, 5]], trainer.tokenizer.pad_token_id, side="left")
     responses = ids[:, -3:]
     with torch.no_grad():
-        reference = trainer._reference_logprobs(ids, mask, responses, ids.shape[1] - 3)
+        reference = trainer._reference_logprobs({"sequence_ids": ids, "sequence_mask": mask, "response_ids": responses, "prompt_width": ids.shape[1] - 3})
         expected = trainer._forward(base, ids, mask, ids.shape[1] - 3).log_softmax(-1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
         trained = trainer._forward(trainer.policy, ids, mask, ids.shape[1] - 3).log_softmax(-1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
     torch.testing.assert_close(reference, expected)

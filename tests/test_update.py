@@ -83,3 +83,31 @@ def test_gradient_accumulation_with_mask_weights_by_real_steps():
         ppo_update(evaluate, opt, params, samples, UpdateSettings(n_epochs=1, minibatch_size=16, clip_range=0.2, grad_accum_steps=accum, max_grad_norm=None))
         results.append(torch.cat([p.detach().flatten() for p in params]))
     torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-6)
+
+
+def test_loss_scaling_gives_the_same_update_and_skips_an_overflow():
+    """float16 training scales the loss; the core unscales before clipping, so the update is unchanged."""
+    settings = UpdateSettings(n_epochs=2, minibatch_size=8, clip_range=0.2, max_grad_norm=0.5)
+    results = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**10)):
+        torch.manual_seed(0)
+        evaluate, params, samples = _linear_problem()
+        opt = torch.optim.Adam(params, lr=1e-2)
+        stats = ppo_update(evaluate, opt, params, samples, settings, generator=torch.Generator().manual_seed(1), grad_scaler=scaler)
+        results.append(([p.detach().clone() for p in params], stats))
+    (plain, plain_stats), (scaled, scaled_stats) = results
+    assert scaled_stats["skipped_steps"] == 0 and scaled_stats["grad_norm"] == pytest.approx(plain_stats["grad_norm"], rel=1e-6)
+    for a, b in zip(plain, scaled):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+    # a scale so large that the scaled gradient overflows float32: nothing is applied, the scale halves
+    torch.manual_seed(0)
+    evaluate, params, samples = _linear_problem()
+    samples["returns"] = samples["returns"] * 1e3  # value gradients of ~1e3: times 2**127 is past float32's 3.4e38
+    before = [p.detach().clone() for p in params]
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127)
+    stats = ppo_update(evaluate, torch.optim.Adam(params, lr=1e-2), params, samples, UpdateSettings(n_epochs=1, minibatch_size=32, clip_range=0.2),
+                       grad_scaler=scaler)
+    assert stats["skipped_steps"] == 1 and stats["num_minibatches"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, params))
+    assert scaler.get_scale() == 2.0**126

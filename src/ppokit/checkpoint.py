@@ -52,15 +52,17 @@ def load_model(directory: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
     return _read_pair(Path(directory), META_FILE, WEIGHTS_FILE, MODEL_FORMAT, MODEL_FORMAT_VERSION, "model")
 
 
-def save_checkpoint(run_dir: str | Path, num_updates: int, arrays: dict[str, np.ndarray], state: dict[str, Any], keep: int) -> Path:
-    """Write checkpoints/update_<num_updates>/ atomically and delete all but the newest ``keep``."""
+def save_checkpoint(run_dir: str | Path, num_updates: int, arrays: dict, state: dict[str, Any], keep: int) -> Path:
+    """Write checkpoints/update_<num_updates>/ atomically and delete all but the newest ``keep``.
+
+    ``arrays``: numpy arrays, or torch tensors (any device and dtype, bfloat16 included), all of one kind.
+    """
     root = Path(run_dir) / CHECKPOINTS_DIR
     root.mkdir(parents=True, exist_ok=True)
-    arrays = {name: np.array(array, order="C") for name, array in arrays.items()}
     meta = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION, "ppokit_version": ppokit.__version__, **state}
     staging = Path(tempfile.mkdtemp(prefix=".writing-", dir=root))
     try:
-        save_file(arrays, str(staging / CHECKPOINT_WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
+        _save_tensors(arrays, staging / CHECKPOINT_WEIGHTS_FILE, {"format": CHECKPOINT_FORMAT})
         (staging / CHECKPOINT_META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
         final = root / f"update_{num_updates:09d}"
         if final.exists():  # the same update saved twice (an interval that falls on the last update)
@@ -82,10 +84,11 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("update_"))
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any], Path]:
+def load_checkpoint(path: str | Path, framework: str = "numpy") -> tuple[dict, dict[str, Any], Path]:
     """Read and check a checkpoint folder, or the newest checkpoint of a run folder.
 
-    Returns (arrays, metadata, the checkpoint folder) or raises a CheckpointError.
+    Returns (arrays, metadata, the checkpoint folder) or raises a CheckpointError; ``framework``
+    "pt" gives torch tensors on the CPU (needed for bfloat16, which numpy lacks).
     """
     path = Path(path)
     if not (path / CHECKPOINT_META_FILE).exists():
@@ -93,11 +96,22 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, 
         if not found:
             raise CheckpointError(f"{str(path)!r} holds no ppokit checkpoint: expected {CHECKPOINTS_DIR}/update_*/ or {CHECKPOINT_META_FILE} in it")
         path = found[-1]
-    arrays, meta = _read_pair(path, CHECKPOINT_META_FILE, CHECKPOINT_WEIGHTS_FILE, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, "checkpoint")
+    arrays, meta = _read_pair(path, CHECKPOINT_META_FILE, CHECKPOINT_WEIGHTS_FILE, CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, "checkpoint", framework)
     return arrays, meta, path
 
 
-def _read_pair(directory: Path, meta_name: str, weights_name: str, expected_format: str, supported_version: int, kind: str):
+def _save_tensors(arrays: dict, path: Path, metadata: dict[str, str]) -> None:
+    if any(not isinstance(array, np.ndarray) and hasattr(array, "detach") for array in arrays.values()):
+        from safetensors.torch import save_file as save_torch_file
+
+        # contiguous CPU copies: safetensors refuses views and tensors sharing storage
+        save_torch_file({name: t.detach().to("cpu").contiguous().clone() for name, t in arrays.items()}, str(path), metadata=metadata)
+    else:
+        save_file({name: np.array(array, order="C") for name, array in arrays.items()}, str(path), metadata=metadata)
+
+
+def _read_pair(directory: Path, meta_name: str, weights_name: str, expected_format: str, supported_version: int, kind: str,
+               framework: str = "numpy"):
     meta_path, weights_path = directory / meta_name, directory / weights_name
     if not meta_path.is_file() or not weights_path.is_file():
         raise CheckpointError(f"{str(directory)!r} is not a ppokit {kind} folder: expected {meta_name} and {weights_name} in it")
@@ -117,7 +131,12 @@ def _read_pair(directory: Path, meta_name: str, weights_name: str, expected_form
     if not isinstance(meta.get("ppokit_version"), str):
         raise CheckpointError(f"{meta_path}: the {kind} does not record the ppokit version that wrote it")
     try:
-        arrays = load_file(str(weights_path))
+        if framework == "pt":
+            from safetensors.torch import load_file as load_torch_file
+
+            arrays = load_torch_file(str(weights_path), device="cpu")
+        else:
+            arrays = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({exc})") from None
     return arrays, meta

@@ -180,17 +180,24 @@ class ScalarWriter:
         self._writer.close()
 
 
-def _truncate_csv(path: Path, last_update: int) -> None:
+def _truncate_csv(path: Path, last: int, column: str = "update") -> None:
+    """Keep the header and the rows whose ``column`` is at most ``last``."""
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows:
         return
-    column = rows[0].index("update") if "update" in rows[0] else None
-    kept = [rows[0]] + [r for r in rows[1:] if column is None or (r[column] and int(r[column]) <= last_update)]
+    index = rows[0].index(column) if column in rows[0] else None
+    kept = [rows[0]] + [r for r in rows[1:] if index is None or (r[index] and int(float(r[index])) <= last)]
     tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:
         csv.writer(f).writerows(kept)
     os.replace(tmp, path)
+
+
+def _read_csv_rows(path: Path) -> list[dict[str, float]]:
+    """progress.csv back as rows of numbers (empty cells left out)."""
+    with open(path, newline="") as f:
+        return [{key: float(value) for key, value in row.items() if value not in ("", None)} for row in csv.DictReader(f)]
 
 
 def _fmt(value):
@@ -207,7 +214,11 @@ class MetricsLogger:
     """
 
     def __init__(self, run_dir: str | Path | None, columns: list[str], total: int, unit: str, tensorboard: bool = True,
-                 progress: bool | None = None, console: bool = True, log_interval: int = 1):
+                 progress: bool | None = None, console: bool = True, log_interval: int = 1, resume_after_step: int | None = None,
+                 initial: int = 0):
+        """``resume_after_step``: a resumed run; the rows already in progress.csv up to that step are kept
+        (and read back into ``rows``), later ones (work redone from the checkpoint) dropped, and
+        TensorBoard is told to discard them too. ``initial``: where the bar starts."""
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.columns = columns
         self.console = console
@@ -216,13 +227,21 @@ class MetricsLogger:
         self._csv_file = self._csv = self._tb = None
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._csv_file = open(self.run_dir / "progress.csv", "w", newline="")
+            path = self.run_dir / "progress.csv"
+            resuming = resume_after_step is not None and path.exists()
+            if resuming:
+                _truncate_csv(path, resume_after_step, column="step")
+                self.rows = _read_csv_rows(path)
+            self._csv_file = open(path, "a" if resuming else "w", newline="")
             self._csv = csv.DictWriter(self._csv_file, fieldnames=columns, extrasaction="ignore")
-            self._csv.writeheader()
+            if not resuming:
+                self._csv.writeheader()
             if tensorboard:
                 self._tb = ScalarWriter(self.run_dir)
+                if resume_after_step is not None:
+                    self._tb.purge_after(resume_after_step)
         show = sys.stderr.isatty() if progress is None else progress
-        self._bar = tqdm(total=total, unit=unit, disable=not show, dynamic_ncols=True)
+        self._bar = tqdm(total=total, initial=initial, unit=unit, disable=not show, dynamic_ncols=True)
 
     def log(self, step: int, progress: int, row: dict[str, float], summary_keys: list[str] = ()) -> None:
         """Record ``row`` at x-axis ``step``; ``progress`` is the bar's absolute position."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -66,3 +67,13 @@ def minibatch_indices(num_samples: int, minibatch_size: int, generator: torch.Ge
     perm = torch.randperm(num_samples, generator=generator) if permutation is None else permutation
     for start in range(0, num_samples, minibatch_size):
         yield perm[start : start + minibatch_size]
+
+
+def micro_batch_slices(size: int, parts: int) -> list[slice]:
+    """How a minibatch of ``size`` samples is split for ``parts``-step gradient accumulation.
+
+    Defined once: the update evaluates these micro-batches, and a caller that scores a rollout in the
+    update's own layout (so the first ratio is exactly 1) splits the same way.
+    """
+    chunk = math.ceil(size / max(parts, 1)) if size else 1
+    return [slice(start, start + chunk) for start in range(0, size, chunk)]

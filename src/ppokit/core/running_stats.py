@@ -1,4 +1,5 @@
-"""Running mean and variance, shared by the Gymnasium normalizers and the language-model score normalization."""
+"""Running mean and variance, shared by the Gymnasium normalizers (numpy) and the language-model score
+normalization (torch tensors on the model's device)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,27 @@ import numpy as np
 
 
 class RunningMeanStd:
-    """Mean and variance over every batch seen so far (Chan et al.'s parallel update), in float64."""
+    """Mean and variance over every batch seen so far (Chan et al.'s parallel update).
 
-    def __init__(self, stats: dict[str, np.ndarray], prefix: str):
+    The statistics are numpy arrays (float64) or torch tensors (float64, float32 where the device has
+    no float64), and a batch is taken in the same kind, so the language-model trainer updates them on
+    its device without a round trip through the host.
+    """
+
+    def __init__(self, stats: dict, prefix: str):
         self.mean = stats[f"{prefix}.mean"]
         self.var = stats[f"{prefix}.var"]
         self.count = stats[f"{prefix}.count"]
 
-    def update(self, batch: np.ndarray) -> None:
-        batch = np.asarray(batch, dtype=np.float64).reshape(-1, *self.mean.shape)
+    def update(self, batch) -> None:
+        if isinstance(self.mean, np.ndarray):
+            batch = np.asarray(batch, dtype=np.float64).reshape(-1, *self.mean.shape)
+            batch_var = batch.var(0)
+        else:
+            batch = batch.detach().to(self.mean.dtype).reshape(-1, *self.mean.shape)
+            batch_var = batch.var(0, correction=0)
         batch_count = batch.shape[0]
         batch_mean = batch.mean(0)
-        batch_var = batch.var(0)
         delta = batch_mean - self.mean
         total = self.count + batch_count
         m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
@@ -26,7 +36,22 @@ class RunningMeanStd:
         self.count[...] = total
 
     @classmethod
-    def fresh(cls, shape: tuple[int, ...] = ()) -> "RunningMeanStd":
-        """Statistics in a store of their own: mean 0, variance 1, a tiny count the first batch outweighs."""
+    def fresh(cls, shape: tuple[int, ...] = (), device=None) -> "RunningMeanStd":
+        """Statistics in a store of their own: mean 0, variance 1, a tiny count the first batch outweighs.
+
+        ``device``: keep them as torch tensors there (None: numpy arrays).
+        """
         stats = {"s.mean": np.zeros(shape), "s.var": np.ones(shape), "s.count": np.array(1e-4)}
+        if device is not None:
+            import torch
+
+            dtype = torch.float32 if torch.device(device).type == "mps" else torch.float64  # MPS has no float64
+            stats = {name: torch.as_tensor(value, dtype=dtype, device=device) for name, value in stats.items()}
         return cls(stats, "s")
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("mean", "var", "count"):
+            getattr(self, name)[...] = state[name]

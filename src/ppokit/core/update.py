@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from ppokit.core.batch import minibatch_indices
+from ppokit.core.batch import micro_batch_slices, minibatch_indices
 from ppokit.core.losses import clipped_surrogate, entropy_bonus, masked_whiten, value_loss
 from ppokit.core.settings import UpdateSettings
 
@@ -23,6 +23,7 @@ def ppo_update(
     settings: UpdateSettings,
     generator: torch.Generator | None = None,
     order: Callable[[int], torch.Tensor] | None = None,
+    grad_scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """Run the PPO optimization on ``samples`` and return averaged statistics.
 
@@ -33,9 +34,12 @@ def ppo_update(
     ``trailing_skipped_steps`` counts the skipped ones in a row at the end. ``order(epoch)``, if given, is the permutation of
     the samples for that epoch (a caller that scored the samples in the first epoch's minibatch
     layout passes it, so the first ratio is exactly 1); otherwise ``generator`` draws them.
+    ``grad_scaler``: float16 loss scaling (torch.amp.GradScaler); a step whose scaled gradient
+    overflowed is skipped like any non-finite step, and the scaler lowers its scale.
     """
     parameters = [p for p in parameters if p.requires_grad]
     num_samples = samples["advantages"].shape[0]
+    device = samples["advantages"].device if hasattr(samples["advantages"], "device") else None
     totals: dict[str, torch.Tensor] = {}
     num_minibatches = 0
     first_ratio_deviation = None
@@ -46,8 +50,10 @@ def ppo_update(
     for epoch in range(settings.n_epochs):
         permutation = order(epoch) if order is not None else None
         for indices in minibatch_indices(num_samples, settings.minibatch_size, generator, permutation):
+            if device is not None:
+                indices = indices.to(device)  # the order is drawn on the CPU generator, whatever the device
             minibatch = {name: tensor[indices] for name, tensor in samples.items()}
-            stats = _minibatch_step(evaluate, optimizer, parameters, minibatch, settings)
+            stats = _minibatch_step(evaluate, optimizer, parameters, minibatch, settings, grad_scaler)
             if stats is None:  # target-KL stop: this minibatch was not applied
                 stopped_early = True
                 break
@@ -76,7 +82,7 @@ def ppo_update(
     return result
 
 
-def _minibatch_step(evaluate, optimizer, parameters, minibatch, settings) -> dict[str, torch.Tensor] | None:
+def _minibatch_step(evaluate, optimizer, parameters, minibatch, settings, grad_scaler=None) -> dict[str, torch.Tensor] | None:
     mask = minibatch.get("mask")
     advantages = minibatch["advantages"]
     # Whiten over the whole minibatch (not per micro-batch); one sample has no spread to divide by.
@@ -103,21 +109,30 @@ def _minibatch_step(evaluate, optimizer, parameters, minibatch, settings) -> dic
         # Weight each micro-batch by its share of real steps so accumulation equals one big batch.
         micro_count = micro["advantages"].numel() if micro_mask is None else float(micro_mask.sum())
         weight = micro_count / total_count
-        (loss * weight).backward()
+        weighted = loss * weight
+        (grad_scaler.scale(weighted) if grad_scaler is not None else weighted).backward()
         for name, value in {**pg_stats, **v_stats, **ent_stats, "policy_loss": pg_loss.detach(), "loss": loss.detach()}.items():
             if name == "ratio_max_deviation":
                 accumulated[name] = torch.maximum(accumulated.get(name, value), value)
             else:
                 accumulated[name] = accumulated.get(name, 0.0) + value * weight
 
+    if grad_scaler is not None:
+        grad_scaler.unscale_(optimizer)  # clip and test the true gradient, not the scaled one
     if settings.max_grad_norm is not None:
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm, foreach=True)
     else:
         grad_norm = torch.sqrt(sum((p.grad.detach() ** 2).sum() for p in parameters if p.grad is not None))
     if not (math.isfinite(float(grad_norm)) and math.isfinite(float(accumulated["loss"]))):
         optimizer.zero_grad(set_to_none=True)
+        if grad_scaler is not None:
+            grad_scaler.update()  # an overflow: the scale shrinks for the next step
         return {"skipped": True, "ratio_max_deviation": accumulated["ratio_max_deviation"]}
-    optimizer.step()
+    if grad_scaler is not None:
+        grad_scaler.step(optimizer)
+        grad_scaler.update()
+    else:
+        optimizer.step()
     accumulated["grad_norm"] = grad_norm.detach()
     return accumulated
 
@@ -126,8 +141,7 @@ def _split(minibatch: dict[str, torch.Tensor], parts: int) -> list[dict[str, tor
     if parts <= 1:
         return [minibatch]
     size = next(iter(minibatch.values())).shape[0]
-    chunk = math.ceil(size / parts)
-    return [{k: v[i : i + chunk] for k, v in minibatch.items()} for i in range(0, size, chunk)]
+    return [{k: v[part] for k, v in minibatch.items()} for part in micro_batch_slices(size, parts)]
 
 
 __all__ = ["UpdateSettings", "ppo_update"]

@@ -24,7 +24,7 @@ from ppokit.gym.presets import has_preset, load_preset
 from ppokit.gym import run_state
 from ppokit.gym.callbacks import BestModelSaver, as_callbacks
 from ppokit.gym.rollout import RolloutCollector
-from ppokit.gym.signals import StopRequest
+from ppokit.signals import StopRequest
 from ppokit.gym.spaces import space_from_json, space_to_json
 from ppokit.logging import RunLogger
 

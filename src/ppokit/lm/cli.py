@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ def add_lm_parser(sub) -> None:
     for name in ("sft", "rm", "ppo"):
         command = commands.add_parser(name, help=helps[name], description=f"{helps[name]}. Config precedence: defaults < --config FILE < key=value.",
                                       epilog=f"example: {examples[name]}")
+        command.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint (its config; only device=... may change)")
         command.add_argument("--config", metavar="FILE", help="YAML file of config keys")
         command.add_argument("--seed", type=int, help="random seed (overrides the config)")
         command.add_argument("--run-dir", metavar="DIR", help=f"where logs, checkpoints and the model go (default: runs/lm-{name}-seedN-TIMESTAMP)")
@@ -45,6 +47,7 @@ def add_lm_parser(sub) -> None:
     gen.add_argument("--top-p", type=float, default=1.0)
     gen.add_argument("--greedy", action="store_true", help="take the most likely token each step")
     gen.add_argument("--seed", type=int, default=0)
+    _add_placement_arguments(gen)
     gen.set_defaults(handler=_generate)
 
     demo = commands.add_parser("demo", help="the whole pipeline offline on a built-in task with a gold reward",
@@ -56,43 +59,71 @@ def add_lm_parser(sub) -> None:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--run-dir", metavar="DIR", help="default: runs/lm-demo-TASK-seedN-TIMESTAMP")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _add_placement_arguments(demo)
     demo.set_defaults(handler=_demo)
     lm.set_defaults(handler=lambda args: (lm.print_help(), 2)[1])
+
+
+def _add_placement_arguments(parser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps (default auto)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16-mixed", "fp16-mixed", "bf16"],
+                        help="auto: bf16-mixed on CUDA, fp32 elsewhere (default auto)")
+
+
+def _trainer_class(name: str):
+    if name == "sft":
+        from ppokit.lm.sft import SFTTrainer
+
+        return SFTTrainer
+    if name == "rm":
+        from ppokit.lm.reward_model import RewardModelTrainer
+
+        return RewardModelTrainer
+    from ppokit.lm.ppo import LMPPOTrainer
+
+    return LMPPOTrainer
 
 
 def _run_trainer(args) -> int:
     from ppokit.config import load_yaml, parse_overrides
     from ppokit.lm.config import LMPPOConfig, RewardModelConfig, SFTConfig
 
-    config_class, required = {"sft": (SFTConfig, ["model", "data"]), "rm": (RewardModelConfig, ["model", "data"]),
-                              "ppo": (LMPPOConfig, ["policy", "prompts"])}[args.trainer]
-    values = load_yaml(args.config) if args.config else {}
-    values.update(parse_overrides(args.overrides))
-    if args.seed is not None:
-        values["seed"] = args.seed
-    config = config_class.from_dict(values)
-    missing = [name for name in required if not getattr(config, name)]
-    if missing:
-        raise ConfigError(f"ppokit lm {args.trainer} needs {', '.join(f'{m}=...' for m in missing)} (see `ppokit lm {args.trainer} --help`)")
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"lm-{args.trainer}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    print(f"ppokit: lm {args.trainer}, run directory {run_dir}")
     progress = False if args.no_progress else None
+    trainer_class = _trainer_class(args.trainer)
+    if args.resume:
+        given = [flag for flag, value in [("--config", args.config), ("--seed", args.seed), ("--run-dir", args.run_dir)] if value is not None]
+        if given:
+            raise ConfigError(f"--resume continues a run with its saved config; do not combine it with {', '.join(given)}")
+        run_dir = Path(args.resume)
+        trainer = trainer_class.resume(run_dir, overrides=parse_overrides(args.overrides), progress=progress, verbose=not args.quiet)
+        done = trainer.num_updates if args.trainer == "ppo" else trainer.step
+        print(f"ppokit: resuming lm {args.trainer} in {run_dir} at {'update' if args.trainer == 'ppo' else 'step'} {done} from {trainer.resumed_from}")
+    else:
+        config_class, required = {"sft": (SFTConfig, ["model", "data"]), "rm": (RewardModelConfig, ["model", "data"]),
+                                  "ppo": (LMPPOConfig, ["policy", "prompts"])}[args.trainer]
+        values = load_yaml(args.config) if args.config else {}
+        values.update(parse_overrides(args.overrides))
+        if args.seed is not None:
+            values["seed"] = args.seed
+        config = config_class.from_dict(values)
+        missing = [name for name in required if not getattr(config, name)]
+        if missing:
+            raise ConfigError(f"ppokit lm {args.trainer} needs {', '.join(f'{m}=...' for m in missing)} (see `ppokit lm {args.trainer} --help`)")
+        run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"lm-{args.trainer}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        print(f"ppokit: lm {args.trainer}, run directory {run_dir}")
+        trainer = trainer_class(config, run_dir, progress=progress, verbose=not args.quiet)
+    print(f"ppokit: device {trainer.device}, precision {trainer.precision.name}")
+    result = trainer.train()
+    if trainer.interrupted:
+        print(f"ppokit: interrupted by {trainer.interrupted}; checkpoint written. Continue with: ppokit lm {args.trainer} --resume {run_dir}", file=sys.stderr)
+        return 130
     if args.trainer == "sft":
-        from ppokit.lm.sft import SFTTrainer
-
-        result = SFTTrainer(config, run_dir, progress=progress, verbose=not args.quiet).train()
         print(f"ppokit: eval loss {result['eval_loss_before']:.4f} -> {result['eval_loss']:.4f}; model saved to {run_dir / 'model'}")
     elif args.trainer == "rm":
-        from ppokit.lm.reward_model import RewardModelTrainer
-
-        result = RewardModelTrainer(config, run_dir, progress=progress, verbose=not args.quiet).train()
         print(f"ppokit: held-out pairwise accuracy {result['eval_accuracy_before']:.3f} -> {result['eval_accuracy']:.3f}; model saved to {run_dir / 'model'}")
     else:
-        from ppokit.lm.ppo import LMPPOTrainer
-
-        result = LMPPOTrainer(config, run_dir, progress=progress, verbose=not args.quiet).train()
         print(f"ppokit: {result['episodes']} episodes in {result['seconds']:.1f} s, last batch score {result['final_score']:.3f}; "
               f"policy saved to {run_dir / 'policy'}")
     return 0
@@ -101,18 +132,24 @@ def _run_trainer(args) -> int:
 def _generate(args) -> int:
     import torch
 
-    from ppokit.lm.data import load_rows
+    from ppokit.lm.data import load_rows, prompt_of
+    from ppokit.lm.device import resolve_device
     from ppokit.lm.generation import GenerationSettings, generate
     from ppokit.lm.models import load_causal_lm, load_tokenizer
+    from ppokit.lm.precision import Precision
 
-    prompts = list(args.prompt) + ([row["prompt"] for row in load_rows(args.prompts, "prompt")] if args.prompts else [])
+    prompts = list(args.prompt) + ([prompt_of(row) for row in load_rows(args.prompts, "prompt")] if args.prompts else [])
     if not prompts:
         raise ConfigError("ppokit lm generate needs --prompt TEXT or --prompts FILE")
+    device = resolve_device(args.device)
+    precision = Precision.resolve(args.precision, device)
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(args.model)
-    model = load_causal_lm(args.model, tokenizer)
+    model = load_causal_lm(args.model, tokenizer, precision.weights_dtype).to(device)
     settings = GenerationSettings(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.greedy)
-    for prompt, response in zip(prompts, generate(model, tokenizer, prompts, settings)):
+    with precision.autocast():
+        responses = generate(model, tokenizer, prompts, settings)
+    for prompt, response in zip(prompts, responses):
         print(json.dumps({"prompt": prompt, "response": response}))
     return 0
 
@@ -124,7 +161,9 @@ def _demo(args) -> int:
     get_task(args.task)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"lm-demo-{args.task}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"ppokit: lm demo {args.task} (reward: {args.reward}), run directory {run_dir}")
-    results = run_demo(args.task, run_dir, seed=args.seed, reward=args.reward, progress=False if args.no_progress else None)
+    placement = {"device": args.device, "precision": args.precision}
+    results = run_demo(args.task, run_dir, seed=args.seed, reward=args.reward, progress=False if args.no_progress else None,
+                       overrides={"sft": placement, "reward_model": placement, "ppo": placement})
     rm = f", reward-model score {results['rm_before']:.3f} -> {results['rm_after']:.3f}" if results["rm_before"] is not None else ""
     print(f"ppokit: gold reward {results['gold_before']:.3f} -> {results['gold_after']:.3f}{rm}, KL {results['kl_before']:.3f} -> {results['kl']:.3f} nats "
           f"in {results['total_seconds']:.0f} s; results.json and results.png in {run_dir}")

@@ -40,6 +40,24 @@ class _RunSettings:
     """Write TensorBoard event files into the run directory."""
     torch_threads: int = 0
     """Threads torch may use; 0 leaves torch's default."""
+    device: str = "auto"
+    """Where models and tensors live: 'auto' (CUDA if available, else MPS, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
+    precision: Literal["auto", "fp32", "bf16-mixed", "fp16-mixed", "bf16"] = "auto"
+    """'fp32'; 'bf16-mixed' (float32 weights, bfloat16 autocast); 'fp16-mixed' (CUDA, with loss scaling); 'bf16'
+    (weights in bfloat16, for memory); 'auto': bf16-mixed on CUDA (fp16-mixed without bfloat16 support), else fp32."""
+    gradient_checkpointing: bool = False
+    """Recompute the trained models' activations in the backward pass instead of storing them (less memory, ~30% more compute)."""
+
+    def _validate_run_settings(self) -> None:
+        from ppokit.lm.device import check_device_name
+
+        check_device_name(self.device)
+        for name in ("log_interval", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("checkpoint_interval", "torch_threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 or a positive integer, got {getattr(self, name)}")
 
 
 @dataclass
@@ -66,7 +84,8 @@ class _SupervisedSettings:
     """Longest prompt + response in tokens; null: the model's context length. Longer rows are an error."""
 
     def validate(self) -> None:
-        for name in ("epochs", "batch_size", "log_interval", "keep_checkpoints"):
+        self._validate_run_settings()
+        for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
         _positive(self, ["learning_rate"])
@@ -76,9 +95,12 @@ class _SupervisedSettings:
 
 
 def apply_run_settings(config) -> None:
-    """Thread count and seed, first thing in every trainer."""
+    """Quiet transformers, thread count and seed: first thing in every trainer."""
     import torch
 
+    from ppokit.lm.models import quiet_transformers
+
+    quiet_transformers()
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     torch.manual_seed(config.seed)
@@ -146,6 +168,17 @@ class LMPPOConfig(ConfigBase, _RunSettings):
     truncate_prompts: bool = False
     """Keep only the last tokens of a prompt that does not fit the context with max_new_tokens; false: an error."""
 
+    # --- memory ---
+    generation_batch_size: int | None = None
+    """Prompts sampled at once (bounds the KV cache of generation); null: batch_size."""
+    forward_batch_size: int | None = None
+    """Sequences per no-grad forward pass when scoring a rollout (reference, values, reward model); null: batch_size.
+    The policy's own log-probs are scored in the update's micro-batches, so the first ratio of an update is exactly 1."""
+    inference_dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Dtype of the reference and reward models, which never train; 'auto': that of the trained weights."""
+    offload_reference: bool = False
+    """Keep the reference model (and a reward model) on the CPU between uses, moving it to the device to score."""
+
     # --- reward shaping ---
     kl_estimator: Literal["k1", "k3"] = "k1"
     """Per-token KL estimator: k1 = log p - log ref, k3 = (r - 1) - log r with r = ref / p."""
@@ -195,10 +228,13 @@ class LMPPOConfig(ConfigBase, _RunSettings):
     """Whiten advantages over all real response tokens of the rollout."""
 
     def validate(self) -> None:
-        for name in ("total_episodes", "batch_size", "max_new_tokens", "n_epochs", "minibatch_size", "grad_accum_steps",
-                     "log_interval", "keep_checkpoints", "kl_horizon"):
+        self._validate_run_settings()
+        for name in ("total_episodes", "batch_size", "max_new_tokens", "n_epochs", "minibatch_size", "grad_accum_steps", "kl_horizon"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("generation_batch_size", "forward_batch_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer or null (batch_size), got {getattr(self, name)}")
         _positive(self, ["learning_rate", "adam_eps", "clip_range", "temperature", "kl_target"])
         _non_negative(self, ["kl_coef", "vf_coef", "ent_coef", "clip_range_vf", "max_grad_norm", "target_kl", "missing_eos_penalty", "score_clip"])
         if self.top_k < 0:

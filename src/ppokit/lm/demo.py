@@ -16,9 +16,11 @@ import torch
 
 from ppokit.lm.config import LMPPOConfig, RewardModelConfig, SFTConfig
 from ppokit.lm.data import write_jsonl
+from ppokit.lm.device import resolve_device
 from ppokit.lm.generation import GenerationSettings, generate
 from ppokit.lm.models import build_tiny_causal_lm, load_causal_lm, load_tokenizer, save_pretrained
 from ppokit.lm.ppo import LMPPOTrainer
+from ppokit.lm.precision import Precision
 from ppokit.lm.reward_model import RewardModelTrainer
 from ppokit.lm.rewards import FunctionReward
 from ppokit.lm.sft import SFTTrainer
@@ -42,7 +44,8 @@ def run_demo(task_name: str, run_dir: str | Path, seed: int = 0, reward: str = "
     reward_source = None if reward == "model" else FunctionReward(task.gold_reward, name=f"{task.name}_gold_reward")
     trainer = LMPPOTrainer(ppo_config, run_dir / "ppo", reward=reward_source, gold_reward=task.gold_reward, progress=progress, verbose=False)
     before = trainer.evaluate(stages["eval_prompts"], task.gold_reward, seed=seed)
-    say(f"[3/3] PPO for {ppo_config.total_episodes} episodes; before: gold {before['gold']:.3f}, score {before['score']:.3f}")
+    say(f"[3/3] PPO for {ppo_config.total_episodes} episodes on {trainer.device} ({trainer.precision.name}); "
+        f"before: gold {before['gold']:.3f}, score {before['score']:.3f}")
     trainer.train()
     after = trainer.evaluate(stages["eval_prompts"], task.gold_reward, seed=seed)
     timings = {**stages["timings"], "ppo_seconds": time.perf_counter() - t0}
@@ -101,9 +104,12 @@ def prepare_pipeline(task_name: str, run_dir: str | Path, seed: int = 0, reward:
     rm_result = None
     if reward == "model":
         t0 = time.perf_counter()
-        policy = load_causal_lm(sft_dir, tokenizer)
+        device = resolve_device(sft_config.device)  # sampling the pairs runs where SFT ran
+        precision = Precision.resolve(sft_config.precision, device)
+        policy = load_causal_lm(sft_dir, tokenizer, precision.weights_dtype).to(device)
         pair_prompts = [task.sample_prompt(rng) for _ in range(task.sizes["preference_prompts"])]
-        pairs = _labelled_pairs(policy, tokenizer, pair_prompts, task, max_new_tokens=task.ppo["max_new_tokens"])
+        with precision.autocast():
+            pairs = _labelled_pairs(policy, tokenizer, pair_prompts, task, max_new_tokens=task.ppo["max_new_tokens"])
         rm_data = write_jsonl(run_dir / "data" / "preferences.jsonl", pairs)
         rm_config = RewardModelConfig.from_dict({"model": str(sft_dir), "data": str(rm_data), "seed": seed, **task.reward_model,
                                                  **overrides.get("reward_model", {})})

@@ -38,10 +38,13 @@ def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
     return output[:, prompt_ids.shape[1]:]
 
 
-def generate(model, tokenizer, prompts: list[str], settings: GenerationSettings | None = None) -> list[str]:
-    """Texts of the responses to ``prompts`` (cut at EOS, special tokens removed)."""
+def generate(model, tokenizer, prompts: list, settings: GenerationSettings | None = None) -> list[str]:
+    """Texts of the responses to ``prompts`` (strings, or message lists rendered with the chat
+    template), cut at EOS, special tokens removed; computed on the model's device."""
     settings = settings or GenerationSettings()
-    ids, mask = pad_sequences([encode_prompt(tokenizer, p) for p in prompts], tokenizer.pad_token_id, side="left")
+    device = next(model.parameters()).device
+    ids, mask = pad_sequences([encode_prompt(tokenizer, p, f"prompt {i + 1}") for i, p in enumerate(prompts)], tokenizer.pad_token_id,
+                              side="left", device=device)
     raw = sample_responses(model, ids, mask, settings, tokenizer.eos_token_id, tokenizer.pad_token_id)
-    responses, response_mask, _ = truncate_at_eos(raw, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    responses, response_mask, _ = truncate_at_eos(raw.cpu(), tokenizer.eos_token_id, tokenizer.pad_token_id)
     return [tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True) for r, m in zip(responses, response_mask)]

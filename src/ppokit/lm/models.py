@@ -63,7 +63,7 @@ def resize_for_tokenizer(model, tokenizer) -> None:
 
 
 def load_causal_lm(name_or_path: str | Path, tokenizer=None, dtype: torch.dtype = torch.float32):
-    """An ``AutoModelForCausalLM`` from a local folder or hub id, resized for ``tokenizer`` if given."""
+    """An ``AutoModelForCausalLM`` from a local folder or hub id (its weights loaded in ``dtype``), resized for ``tokenizer`` if given."""
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
@@ -103,6 +103,7 @@ def _from_pretrained(auto_class, name_or_path, **kwargs):
 
 def save_pretrained(model, tokenizer, directory: str | Path) -> Path:
     """Save weights as safetensors and config/tokenizer as JSON, loadable by ``from_pretrained``."""
+    quiet_transformers()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(directory), safe_serialization=True)
@@ -132,6 +133,35 @@ def build_tiny_causal_lm(tokenizer, architecture: str = "gpt2", hidden_size: int
         raise ConfigError(f"architecture must be 'gpt2' or 'llama', got {architecture!r}")
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(config)
+
+
+def disable_dropout(model) -> None:
+    """Dropout off for good, so train mode (needed by gradient checkpointing) computes what eval mode does.
+
+    PPO's first ratio of an update is exactly 1 only if the update's forward pass repeats the rollout's.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name in ("attention_dropout", "dropout"):  # float attributes some attention layers read
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Recompute activations in the backward pass (transformers' activation checkpointing, non-reentrant).
+
+    transformers applies it in train mode only: the trainers switch the model to train mode for
+    their gradient steps.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise ConfigError(f"gradient_checkpointing=true, but {type(base).__name__} does not support it; set gradient_checkpointing=false")
+    options = {"use_reentrant": False}  # works when no input requires grad (frozen embeddings, LoRA)
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
 
 
 def context_length(model) -> int | None:

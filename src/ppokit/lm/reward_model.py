@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 
 from ppokit.errors import ConfigError
-from ppokit.lm.encoding import check_length, encode_prompt, encode_response
+from ppokit.lm.config import RewardModelConfig
+from ppokit.lm.encoding import check_length, encode_prompt_and_response
 from ppokit.lm.models import load_scalar_model
 from ppokit.lm.sequences import causal_inputs, last_token_index, pad_sequences
-from ppokit.lm.supervised_loop import SupervisedTrainer, train_epochs
+from ppokit.lm.supervised_loop import SupervisedTrainer
 
 
 def token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -23,7 +24,7 @@ def token_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -
     if body is None or head is None:
         raise ConfigError(f"{type(model).__name__} has no '{model.base_model_prefix}' body with a 'score' head; "
                           "expected an AutoModelForSequenceClassification with one label")
-    hidden = body(input_ids=input_ids, **causal_inputs(attention_mask)).last_hidden_state
+    hidden = body(input_ids=input_ids, use_cache=False, **causal_inputs(attention_mask)).last_hidden_state
     return head(hidden).squeeze(-1).float()
 
 
@@ -34,24 +35,26 @@ def sequence_scores(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
 
 
 class RewardModelTrainer(SupervisedTrainer):
-    """Trains ``config.model`` with a one-label scalar head on (prompt, chosen, rejected) rows."""
+    """Trains ``config.model`` with a one-label scalar head on (prompt, chosen, rejected) rows, plain or chat."""
 
-    row_kind, row_name = "preference", "pair"
+    row_kind, row_name, trainer_name, config_class = "preference", "pair", "reward_model", RewardModelConfig
+    columns = ["train/loss", "train/accuracy", "train/margin", "eval/loss", "eval/accuracy"]
+    summary_keys = ["train/loss", "train/accuracy", "eval/accuracy"]
 
-    def _load_model(self, name_or_path, tokenizer):
-        return load_scalar_model(name_or_path, tokenizer)
+    def _load_model(self, name_or_path, tokenizer, dtype):
+        return load_scalar_model(name_or_path, tokenizer, dtype)
 
     def _encode(self, row: dict, limit: int | None, where: str) -> tuple[list[int], list[int]]:
-        prompt = encode_prompt(self.tokenizer, row["prompt"])
-        chosen = prompt + encode_response(self.tokenizer, row["chosen"])
-        rejected = prompt + encode_response(self.tokenizer, row["rejected"])
+        chosen, _ = encode_prompt_and_response(self.tokenizer, row["prompt"], row["chosen"], where)
+        rejected, _ = encode_prompt_and_response(self.tokenizer, row["prompt"], row["rejected"], where)
         check_length(max(len(chosen), len(rejected)), limit, where, "prompt + response")
         return chosen, rejected
 
     def pair_scores(self, pairs: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
         sequences = [c for c, _ in pairs] + [r for _, r in pairs]
-        ids, mask = pad_sequences(sequences, self.tokenizer.pad_token_id, side=self.config.padding_side)
-        scores = sequence_scores(self.model, ids, mask)
+        ids, mask = pad_sequences(sequences, self.tokenizer.pad_token_id, side=self.config.padding_side, device=self.device)
+        with self.precision.autocast():
+            scores = sequence_scores(self.model, ids, mask)
         return scores[: len(pairs)], scores[len(pairs) :]
 
     @torch.no_grad()
@@ -69,26 +72,18 @@ class RewardModelTrainer(SupervisedTrainer):
             loss += float(-torch.nn.functional.logsigmoid(margin).sum())
         return {"accuracy": correct / len(pairs), "loss": loss / len(pairs)}
 
-    def train(self) -> dict[str, float]:
-        center = self.config.center_rewards_coef
+    def step_loss(self, pairs):
+        chosen, rejected = self.pair_scores(pairs)
+        margin = chosen - rejected
+        loss = -torch.nn.functional.logsigmoid(margin).mean()
+        if self.config.center_rewards_coef:
+            loss = loss + self.config.center_rewards_coef * ((chosen + rejected) ** 2).mean()
+        margin = margin.detach()
+        return loss, {"train/loss": float(loss.detach()), "train/accuracy": float((margin > 0).float().mean()), "train/margin": float(margin.mean())}
 
-        def step_loss(pairs):
-            chosen, rejected = self.pair_scores(pairs)
-            margin = chosen - rejected
-            loss = -torch.nn.functional.logsigmoid(margin).mean()
-            if center:
-                loss = loss + center * ((chosen + rejected) ** 2).mean()
-            margin = margin.detach()
-            return loss, {"train/loss": float(loss.detach()), "train/accuracy": float((margin > 0).float().mean()), "train/margin": float(margin.mean())}
+    def held_out(self) -> dict[str, float]:
+        result = self.evaluate()
+        return {"eval/loss": result["loss"], "eval/accuracy": result["accuracy"]}
 
-        def held_out():
-            result = self.evaluate()
-            return {"eval/loss": result["loss"], "eval/accuracy": result["accuracy"]}
-
-        before = self.evaluate()
-        steps = train_epochs(self.model, self.config, self.train_examples, step_loss, held_out, self.run_dir,
-                             ["train/loss", "train/accuracy", "train/margin", "eval/loss", "eval/accuracy"],
-                             ["train/loss", "train/accuracy", "eval/accuracy"], "reward_model", self.progress, self.verbose)
-        after = self.evaluate()
-        result = {"eval_accuracy_before": before["accuracy"], "eval_accuracy": after["accuracy"], "eval_loss": after["loss"], "steps": steps}
-        return self._finish(result)
+    def summarize(self, before, after):
+        return {"eval_accuracy_before": before["eval/accuracy"], "eval_accuracy": after["eval/accuracy"], "eval_loss": after["eval/loss"]}

@@ -1,7 +1,9 @@
-"""Rewards for language-model PPO behind one interface: ``source.score(batch) -> tensor [B]``.
+"""Rewards for language-model PPO behind one interface: ``source.score(batch) -> tensor [B]`` on the
+device of ``batch.sequence_ids``, and ``source.models``, the reward models it runs (the trainer
+places them on its device and in its inference dtype).
 
 A reward model and a plain Python function ``(prompt, response) -> float`` are both sources, and
-``SumReward`` adds several. A function that raises, or returns something other than a finite number,
+``SumReward`` adds several. For chat prompts a function receives the prompt's message list. A function that raises, or returns something other than a finite number,
 stops the run with a RewardError naming the function, the prompt and the response (the trainer keeps
 its last checkpoint and logs).
 """
@@ -18,7 +20,7 @@ from typing import Callable, Protocol
 import torch
 
 from ppokit.errors import ConfigError, RewardError
-from ppokit.lm.encoding import encode_prompt, encode_response
+from ppokit.lm.encoding import encode_prompt_and_response
 from ppokit.lm.reward_model import sequence_scores
 from ppokit.lm.sequences import pad_sequences
 
@@ -27,7 +29,7 @@ from ppokit.lm.sequences import pad_sequences
 class ResponseBatch:
     """What a reward source may look at: the texts and the policy's token ids of prompt + response."""
 
-    prompts: list[str]
+    prompts: list  # strings, or message lists for chat prompts
     responses: list[str]
     sequence_ids: torch.Tensor  # [B, L] prompt (left-padded) + response (right-padded, cut after EOS)
     sequence_mask: torch.Tensor  # [B, L] 1 on real tokens
@@ -36,12 +38,15 @@ class ResponseBatch:
 
 class RewardSource(Protocol):
     name: str
+    models: list  # the torch modules it runs (none for a function)
 
     def score(self, batch: ResponseBatch) -> torch.Tensor: ...
 
 
 class FunctionReward:
     """A rule-based reward: ``function(prompt, response) -> float`` applied to every row."""
+
+    models: list = []
 
     def __init__(self, function: Callable[[str, str], float], name: str | None = None):
         self.function = function
@@ -59,7 +64,7 @@ class FunctionReward:
                 raise RewardError(f"reward function {self.name!r} returned {value!r} for prompt {prompt!r} and response "
                                   f"{response!r}; expected a finite number")
             values.append(float(value))
-        return torch.tensor(values, dtype=torch.float32)
+        return torch.tensor(values, dtype=torch.float32, device=batch.sequence_ids.device)
 
 
 class RewardModelReward:
@@ -73,18 +78,23 @@ class RewardModelReward:
         self.batch_size = batch_size
         self._shares_vocabulary: dict[int, bool] = {}  # per policy tokenizer: comparing vocabularies costs ms
 
+    @property
+    def models(self) -> list:
+        return [self.model]
+
     @torch.no_grad()
     def score(self, batch: ResponseBatch) -> torch.Tensor:
         key = id(batch.tokenizer)
         if key not in self._shares_vocabulary:
             self._shares_vocabulary[key] = _same_vocabulary(batch.tokenizer, self.tokenizer)
+        device = next(self.model.parameters()).device
         if self._shares_vocabulary[key]:
-            ids, mask = batch.sequence_ids, batch.sequence_mask
+            ids, mask = batch.sequence_ids.to(device), batch.sequence_mask.to(device)
         else:
-            sequences = [encode_prompt(self.tokenizer, p) + encode_response(self.tokenizer, r) for p, r in zip(batch.prompts, batch.responses)]
-            ids, mask = pad_sequences(sequences, self.tokenizer.pad_token_id, side="right")
+            sequences = [encode_prompt_and_response(self.tokenizer, p, r, f"reward model {self.name!r}")[0] for p, r in zip(batch.prompts, batch.responses)]
+            ids, mask = pad_sequences(sequences, self.tokenizer.pad_token_id, side="right", device=device)
         parts = [sequence_scores(self.model, ids[i : i + self.batch_size], mask[i : i + self.batch_size]) for i in range(0, len(ids), self.batch_size)]
-        scores = torch.cat(parts)
+        scores = torch.cat(parts).to(batch.sequence_ids.device)
         if not torch.isfinite(scores).all():
             raise RewardError(f"reward model {self.name!r} returned non-finite scores; check the model's weights")
         return scores
@@ -99,6 +109,10 @@ class SumReward:
         self.sources = sources
         self.weights = weights or [1.0] * len(sources)
         self.name = " + ".join(s.name for s in sources)
+
+    @property
+    def models(self) -> list:
+        return [model for source in self.sources for model in source.models]
 
     def score(self, batch: ResponseBatch) -> torch.Tensor:
         return sum(w * s.score(batch) for w, s in zip(self.weights, self.sources))

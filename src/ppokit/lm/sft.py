@@ -1,42 +1,47 @@
-"""Supervised fine-tuning: next-token cross-entropy on the completion tokens only."""
+"""Supervised fine-tuning: next-token cross-entropy on the completion tokens only (for chat rows, the
+assistant's turns)."""
 
 from __future__ import annotations
 
 import torch
 
-from ppokit.lm.encoding import check_length, encode_prompt, encode_response
+from ppokit.lm.config import SFTConfig
+from ppokit.lm.encoding import check_length, encode_prompt_and_response
+from ppokit.lm.chat import encode_conversation
 from ppokit.lm.models import load_causal_lm
 from ppokit.lm.sequences import causal_inputs, pad_sequences
-from ppokit.lm.supervised_loop import SupervisedTrainer, train_epochs
+from ppokit.lm.supervised_loop import SupervisedTrainer
 
 IGNORE = -100  # label of prompt and padding positions: no loss there
 
 
 class SFTTrainer(SupervisedTrainer):
-    """Fine-tunes ``config.model`` (or the given model) on (prompt, completion) rows; ``train()`` returns the losses."""
+    """Fine-tunes ``config.model`` (or the given model) on (prompt, completion) or chat rows; ``train()`` returns the losses."""
 
-    row_kind, row_name = "sft", "row"
+    row_kind, row_name, trainer_name, config_class = "sft", "row", "sft", SFTConfig
+    columns = summary_keys = ["train/loss", "eval/loss"]
 
-    def _load_model(self, name_or_path, tokenizer):
-        return load_causal_lm(name_or_path, tokenizer)
+    def _load_model(self, name_or_path, tokenizer, dtype):
+        return load_causal_lm(name_or_path, tokenizer, dtype)
 
-    def _encode(self, row: dict, limit: int | None, where: str) -> tuple[list[int], int]:
-        prompt = encode_prompt(self.tokenizer, row["prompt"])
-        completion = encode_response(self.tokenizer, row["completion"], add_eos=self.config.add_eos)
-        check_length(len(prompt) + len(completion), limit, where, "prompt + completion")
-        return prompt + completion, len(prompt)
+    def _encode(self, row: dict, limit: int | None, where: str) -> tuple[list[int], list[bool]]:
+        """Token ids and, per token, whether the loss is taken on it."""
+        if "messages" in row:
+            ids, trained = encode_conversation(self.tokenizer, row["messages"], where, add_eos=self.config.add_eos)
+        else:
+            ids, trained = encode_prompt_and_response(self.tokenizer, row["prompt"], row["completion"], where, add_eos=self.config.add_eos)
+        check_length(len(ids), limit, where, "prompt + completion")
+        return ids, trained
 
-    def _batch(self, examples: list[tuple[list[int], int]]) -> dict[str, torch.Tensor]:
-        ids, mask = pad_sequences([tokens for tokens, _ in examples], self.tokenizer.pad_token_id, side="right")
-        labels = ids.clone()
-        labels[mask == 0] = IGNORE
-        for row, (_, prompt_length) in enumerate(examples):
-            labels[row, :prompt_length] = IGNORE
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    def _batch(self, examples: list[tuple[list[int], list[bool]]]) -> dict[str, torch.Tensor]:
+        ids, mask = pad_sequences([tokens for tokens, _ in examples], self.tokenizer.pad_token_id, side="right", device=self.device)
+        trained, _ = pad_sequences([[int(t) for t in flags] for _, flags in examples], 0, side="right", device=self.device)
+        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(trained == 0, IGNORE)}
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        """Mean cross-entropy over completion tokens, and how many there were."""
-        logits = self.model(input_ids=batch["input_ids"], **causal_inputs(batch["attention_mask"])).logits
+        """Mean cross-entropy over completion tokens (in float32), and how many there were."""
+        with self.precision.autocast():
+            logits = self.model(input_ids=batch["input_ids"], use_cache=False, **causal_inputs(batch["attention_mask"])).logits
         targets = batch["labels"][:, 1:]
         count = int((targets != IGNORE).sum())
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
@@ -56,16 +61,12 @@ class SFTTrainer(SupervisedTrainer):
             tokens += count
         return total / max(tokens, 1)
 
-    def train(self) -> dict[str, float]:
-        last = {}
+    def step_loss(self, examples):
+        loss, _ = self.loss(self._batch(examples))
+        return loss, {"train/loss": float(loss.detach())}
 
-        def step_loss(examples):
-            loss, _ = self.loss(self._batch(examples))
-            last["train/loss"] = float(loss.detach())
-            return loss, dict(last)
+    def held_out(self) -> dict[str, float]:
+        return {"eval/loss": self.evaluate()}
 
-        eval_before = self.evaluate()
-        steps = train_epochs(self.model, self.config, self.train_examples, step_loss, lambda: {"eval/loss": self.evaluate()}, self.run_dir,
-                             ["train/loss", "eval/loss"], ["train/loss", "eval/loss"], "sft", self.progress, self.verbose)
-        result = {"train_loss": last.get("train/loss", float("nan")), "eval_loss_before": eval_before, "eval_loss": self.evaluate(), "steps": steps}
-        return self._finish(result)
+    def summarize(self, before, after):
+        return {"train_loss": self.last_stats.get("train/loss", float("nan")), "eval_loss_before": before["eval/loss"], "eval_loss": after["eval/loss"]}

@@ -1,30 +1,39 @@
-"""What SFT and the reward model share: their set-up (settings, tokenizer, model, encoded rows) and
-their training loop, shuffled epochs of AdamW steps with a linearly decaying learning rate, a
-held-out evaluation at each epoch's end, logs and checkpoints."""
+"""What SFT and the reward model share: their set-up (settings, device, precision, tokenizer, model,
+encoded rows) and their training loop, shuffled epochs of AdamW steps with a linearly decaying
+learning rate, a held-out evaluation at each epoch's end, logs, checkpoints and exact resume."""
 
 from __future__ import annotations
 
 import json
 import math
 import random
+import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from ppokit.lm.checkpoints import save_training_state
+from ppokit.errors import CheckpointError, ConfigError
+from ppokit.lm.checkpoints import (load_training_state, python_random_state, restore_training_state, resume_overrides, save_training_state,
+                                   set_python_random_state, trainable_parameters)
 from ppokit.lm.config import apply_run_settings
 from ppokit.lm.data import train_and_eval_rows
-from ppokit.lm.models import context_length, load_tokenizer, resize_for_tokenizer, save_pretrained
+from ppokit.lm.device import resolve_device, write_run_info
+from ppokit.lm.models import context_length, enable_gradient_checkpointing, load_tokenizer, resize_for_tokenizer, save_pretrained
+from ppokit.lm.precision import Precision
 from ppokit.logging import MetricsLogger
+from ppokit.signals import StopRequest
 
 
 class SupervisedTrainer:
-    """Set-up of a trainer on (prompt, ...) rows. Subclasses name the row kind and how to load the
-    model and encode one row; rows that do not fit are errors naming the row."""
+    """A trainer on rows of one kind. Subclasses name the row kind, load the model, encode one row,
+    give the loss of a batch and the held-out metrics; rows that do not fit are errors naming the row."""
 
     row_kind = ""  # the data kind load_rows checks: "sft" or "preference"
     row_name = ""  # how errors call one row: "row" or "pair"
+    trainer_name = ""  # written into checkpoints, checked on resume
+    config_class: type = type(None)  # SFTConfig or RewardModelConfig
+    columns: list[str] = []  # progress.csv columns besides step, epoch, learning rate and gradient norm
+    summary_keys: list[str] = []  # shown on the progress bar and the console
 
     def __init__(self, config, run_dir: str | Path | None = None, model=None, tokenizer=None,
                  train_rows: list[dict] | None = None, eval_rows: list[dict] | None = None,
@@ -32,71 +41,171 @@ class SupervisedTrainer:
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
         apply_run_settings(config)
+        self.device = resolve_device(config.device)
+        self.precision = Precision.resolve(config.precision, self.device)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model)
-        self.model = model if model is not None else self._load_model(config.model, self.tokenizer)
-        resize_for_tokenizer(self.model, self.tokenizer)
+        model = model if model is not None else self._load_model(config.model, self.tokenizer, self.precision.weights_dtype)
+        resize_for_tokenizer(model, self.tokenizer)
+        self.model = model.to(self.device, dtype=self.precision.weights_dtype)
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(self.model)
         train_rows, eval_rows = train_and_eval_rows(config, self.row_kind, train_rows, eval_rows)
         limit = config.max_length or context_length(self.model)
-        self.train_examples = [self._encode(row, limit, f"training {self.row_name} {i + 1}") for i, row in enumerate(train_rows)]
-        self.eval_examples = [self._encode(row, limit, f"evaluation {self.row_name} {i + 1}") for i, row in enumerate(eval_rows or [])]
+        self.train_examples = [self._encode(row, limit, f"{where} (training {self.row_name})") for where, row in train_rows]
+        self.eval_examples = [self._encode(row, limit, f"{where} (held-out {self.row_name})") for where, row in eval_rows]
         self.progress, self.verbose = progress, verbose
 
-    def save(self, directory: str | Path) -> Path:
-        return save_pretrained(self.model, self.tokenizer, directory)
+        self.steps_per_epoch = math.ceil(len(self.train_examples) / config.batch_size)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: max(0.0, 1.0 - step / self.total_steps))
+        self.grad_scaler = self.precision.grad_scaler()
+        self.order_rng = random.Random(config.seed)
+        self.step = 0
+        self.epoch_order: list[int] | None = None  # this epoch's shuffled row indices, drawn when it starts
+        self.initial_eval: dict[str, float] | None = None
+        self.last_stats: dict[str, float] = {}
+        self.elapsed_before = 0.0  # seconds trained before a resume
+        self.resumed_from: Path | None = None
+        self.interrupted: str | None = None
 
-    def _finish(self, result: dict[str, float]) -> dict[str, float]:
-        """Save the model and results.json into the run dir, if there is one; returns ``result``."""
-        if self.run_dir is not None:
-            self.save(self.run_dir / "model")
-            (self.run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-        return result
-
-    def _load_model(self, name_or_path, tokenizer):
+    # ------------------------------------------------------------------ what subclasses give
+    def _load_model(self, name_or_path, tokenizer, dtype):
         raise NotImplementedError
 
     def _encode(self, row: dict, limit: int | None, where: str):
         raise NotImplementedError
 
+    def step_loss(self, examples: list) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss to minimize on one batch, and its statistics for the log."""
+        raise NotImplementedError
 
-def train_epochs(model, config, examples: list, step_loss: Callable[[list], tuple[torch.Tensor, dict[str, float]]],
-                 evaluate: Callable[[], dict[str, float]], run_dir: Path | None, columns: list[str], summary_keys: list[str],
-                 name: str, progress: bool | None, verbose: bool) -> int:
-    """Train ``model`` on ``examples``; returns the number of optimizer steps.
+    def held_out(self) -> dict[str, float]:
+        """Metrics on the held-out rows, logged at each epoch's end."""
+        raise NotImplementedError
 
-    ``step_loss(batch)`` gives the loss to minimize and the row's training stats; ``evaluate()`` the
-    held-out stats logged at the end of each epoch. ``name`` labels errors and checkpoints.
-    """
-    steps_per_epoch = math.ceil(len(examples) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
-    logger = MetricsLogger(run_dir, ["step", "epoch", *columns, "train/learning_rate", "train/grad_norm"], total=total_steps, unit="step",
-                           tensorboard=config.tensorboard, progress=progress, console=verbose, log_interval=config.log_interval)
-    order = random.Random(config.seed)
-    step = 0
-    try:
-        for epoch in range(config.epochs):
-            indices = list(range(len(examples)))
-            order.shuffle(indices)
-            model.train()
-            for start in range(0, len(indices), config.batch_size):
-                loss, stats = step_loss([examples[i] for i in indices[start : start + config.batch_size]])
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{name} loss is {float(loss)} at step {step + 1}; lower learning_rate")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm or float("inf"))
-                optimizer.step()
-                step += 1
-                row = {"epoch": epoch + 1, **stats, "train/learning_rate": schedule.get_last_lr()[0], "train/grad_norm": float(grad_norm)}
-                schedule.step()
-                if step % steps_per_epoch == 0:
-                    row |= evaluate()
-                    model.train()
-                logger.log(step, step, row, summary_keys)
-                if run_dir is not None and config.checkpoint_interval and step % config.checkpoint_interval == 0:
-                    save_training_state(run_dir, step, {name: model}, optimizer, {"trainer": name, "epoch": epoch}, config.keep_checkpoints)
-    finally:
-        logger.close()
-    model.eval()
-    return step
+    def summarize(self, before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        """results.json from the held-out metrics before and after training."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ training
+    def train(self) -> dict[str, float]:
+        """Train for config.epochs (continuing a resumed run); returns results (saved in the run dir).
+
+        After SIGINT/SIGTERM the run stops at the next step with a checkpoint, ``interrupted`` names
+        the signal, and the result holds the step reached.
+        """
+        if self.initial_eval is None:
+            self.initial_eval = self.held_out()
+        if self.run_dir is not None:
+            write_run_info(self.run_dir, self.trainer_name, self.device, self.precision.name)
+        self._train_epochs()
+        if self.interrupted:
+            return {"steps": self.step, "interrupted": self.interrupted}
+        result = {**self.summarize(self.initial_eval, self.held_out()), "steps": self.step}
+        if self.run_dir is not None:
+            self.save(self.run_dir / "model")
+            (self.run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+        return result
+
+    def _train_epochs(self) -> None:
+        config = self.config
+        columns = ["step", "epoch", *self.columns, "train/learning_rate", "train/grad_norm"]
+        logger = MetricsLogger(self.run_dir, columns, total=self.total_steps, unit="step", tensorboard=config.tensorboard, progress=self.progress,
+                               console=self.verbose, log_interval=config.log_interval,
+                               resume_after_step=self.step if self.resumed_from is not None else None, initial=self.step)
+        started = time.perf_counter()
+        parameters = list(trainable_parameters(self.model).values())
+        try:
+            with StopRequest() as stop:
+                while self.step < self.total_steps:
+                    epoch, position = divmod(self.step, self.steps_per_epoch)
+                    if position == 0 or self.epoch_order is None:
+                        self.epoch_order = list(range(len(self.train_examples)))
+                        self.order_rng.shuffle(self.epoch_order)
+                    rows = self.epoch_order[position * config.batch_size : (position + 1) * config.batch_size]
+                    self.model.train()
+                    loss, stats = self.step_loss([self.train_examples[i] for i in rows])
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"{self.trainer_name} loss is {float(loss)} at step {self.step + 1}; lower learning_rate")
+                    grad_norm = self._optimizer_step(loss, parameters)
+                    self.step += 1
+                    self.last_stats = stats
+                    row = {"epoch": epoch + 1, **stats, "train/learning_rate": self.schedule.get_last_lr()[0], "train/grad_norm": grad_norm}
+                    self.schedule.step()
+                    if self.step % self.steps_per_epoch == 0:
+                        row |= self.held_out()
+                    logger.log(self.step, self.step, row, self.summary_keys)
+                    due = config.checkpoint_interval and self.step % config.checkpoint_interval == 0
+                    if self.run_dir is not None and (due or stop.signal_name):
+                        self.save_checkpoint(self.elapsed_before + time.perf_counter() - started)
+                    if stop.signal_name:
+                        self.interrupted = stop.signal_name
+                        logger.message(f"{stop.signal_name} received: stopped after step {self.step}" + self._checkpoint_note())
+                        break
+        finally:
+            logger.close()
+            self.model.eval()
+
+    def _optimizer_step(self, loss: torch.Tensor, parameters: list[torch.nn.Parameter]) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm or float("inf"))
+        if self.grad_scaler is not None:
+            self.grad_scaler.step(self.optimizer)  # skipped (and the scale lowered) when the scaled gradient overflowed
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+        return float(grad_norm)
+
+    def _checkpoint_note(self) -> str:
+        if self.run_dir is None:
+            return "; no checkpoint (no run dir)"
+        return f"; checkpoint written, continue with: ppokit lm {self.cli_name} --resume {self.run_dir}"
+
+    @property
+    def cli_name(self) -> str:
+        return {"sft": "sft", "reward_model": "rm"}[self.trainer_name]
+
+    # ------------------------------------------------------------------ saving and resuming
+    def save(self, directory: str | Path) -> Path:
+        return save_pretrained(self.model, self.tokenizer, directory)
+
+    def save_checkpoint(self, elapsed: float) -> Path:
+        state = {"trainer": self.trainer_name, "config": self.config.to_dict(), "device": str(self.device), "precision": self.precision.name,
+                 "order_rng": python_random_state(self.order_rng), "epoch_order": self.epoch_order, "initial_eval": self.initial_eval,
+                 "last_stats": self.last_stats, "schedule": self.schedule.state_dict(), "elapsed_seconds": elapsed}
+        return save_training_state(self.run_dir, self.step, {self.trainer_name: self.model}, self.optimizer, state, self.config.keep_checkpoints,
+                                   self.device, grad_scaler=self.grad_scaler)
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, overrides: dict | None = None, **kwargs) -> "SupervisedTrainer":
+        """The trainer of ``run_dir``'s newest checkpoint, ready to continue with ``train()``.
+
+        The config is the checkpoint's (``overrides`` may change ``device`` only); rows and models
+        given in Python to the first run must be given again through ``kwargs``.
+        """
+        arrays, meta, checkpoint_dir = load_training_state(run_dir, cls.trainer_name)
+        config = cls.config_class.from_dict({**meta["config"], **resume_overrides(overrides)}, source=f"checkpoint {checkpoint_dir} config")
+        trainer = cls(config, run_dir=checkpoint_dir.parent.parent, **kwargs)
+        source = f"checkpoint {str(checkpoint_dir)!r}"
+        restore_training_state(arrays, meta, source, {cls.trainer_name: trainer.model}, trainer.optimizer, trainer.device, trainer.grad_scaler)
+        try:
+            trainer.step = int(meta["step"])
+            set_python_random_state(trainer.order_rng, meta["order_rng"])
+            trainer.epoch_order = meta["epoch_order"]
+            trainer.initial_eval = meta["initial_eval"]
+            trainer.last_stats = meta["last_stats"]
+            trainer.schedule.load_state_dict(meta["schedule"])
+            trainer.elapsed_before = float(meta["elapsed_seconds"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{source}: checkpoint state is incomplete or malformed ({type(exc).__name__}: {exc})") from None
+        if trainer.epoch_order is not None and len(trainer.epoch_order) != len(trainer.train_examples):
+            raise ConfigError(f"{source}: the run had {len(trainer.epoch_order)} training rows, the data now has {len(trainer.train_examples)}; "
+                              "resume with the same data")
+        trainer.resumed_from = checkpoint_dir
+        return trainer
