@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train lm-demo test bench bench-lm clean
+TRL_VENV := .venv-trl
+TRL_STAMP := $(TRL_VENV)/.installed
+
+.PHONY: install train lm-demo test bench bench-lm bench-lm-memory gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +32,23 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_scaling.py
 
 # trl 1.12.0 (the last trl with PPO) gets a venv of its own, so its pins never touch ppokit's.
-bench-lm: $(STAMP)
-	test -x .venv-trl/bin/python || ($(PYTHON) -m venv .venv-trl && .venv-trl/bin/pip install --quiet -c constraints.txt "trl==1.12.0")
+$(TRL_STAMP): constraints.txt
+	rm -rf $(TRL_VENV)
+	$(PYTHON) -m venv $(TRL_VENV)
+	$(TRL_VENV)/bin/pip install --quiet --upgrade pip
+	$(TRL_VENV)/bin/pip install --quiet -c constraints.txt "trl==1.12.0"
+	touch $(TRL_STAMP)
+
+bench-lm: $(STAMP) $(TRL_STAMP)
 	$(BIN)/python benchmarks/bench_trl.py
 
+bench-lm-memory: $(STAMP)
+	$(BIN)/python benchmarks/bench_lm_memory.py
+
+# On a machine with an NVIDIA GPU: PyPI's torch 2.13.0 for Linux x86_64 is a CUDA build (a CPU-only
+# wheel, like the development machine's, makes the check stop with a message saying so).
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py
+
 clean:
-	rm -rf $(VENV) .venv-trl runs .pytest_cache
+	rm -rf $(VENV) $(TRL_VENV) runs .pytest_cache

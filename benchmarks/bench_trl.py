@@ -6,8 +6,14 @@ learning rate, alternating libraries run by run in fresh processes, one torch th
 episodes per second of training (generation + scoring + update), and the gold reward and KL to the
 SFT policy of each trained policy, measured by the same code on the same held-out prompts.
 
+The second part runs both on an 87M-parameter GPT-2 (benchmarks/lm/gpt2_87m.py: policy, reward
+model, and the value model and reference each makes from them) with the same settings and step
+count, all cores each, and reports episodes/s, response tokens/s and peak RSS
+(benchmarks/results/lm_trl_87m.md).
+
     python benchmarks/bench_trl.py            # what `make bench-lm` runs (creates .venv-trl first)
-    python benchmarks/bench_trl.py --libraries trl --trl-option whiten_rewards=true --report lm_trl_whiten_rewards
+    python benchmarks/bench_trl.py --libraries trl --trl-option whiten_rewards=true --report lm_trl_whiten_rewards --parts sort
+    python benchmarks/bench_trl.py --parts 87m
 """
 
 from __future__ import annotations
@@ -35,7 +41,29 @@ def main() -> None:
     parser.add_argument("--ppokit-option", action="append", default=[], metavar="KEY=JSON", help="override an LMPPOConfig field")
     parser.add_argument("--trl-option", action="append", default=[], metavar="KEY=JSON", help="override a trl PPOConfig field")
     parser.add_argument("--report", default="lm_trl", help="file stem of the results under benchmarks/results/")
+    parser.add_argument("--parts", nargs="+", choices=["sort", "87m"], default=["sort", "87m"])
+    parser.add_argument("--seeds-87m", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--episodes-87m", type=int, default=16, help="episodes of each 87M run (batches of 8)")
     args = parser.parse_args()
+    if "sort" in args.parts:
+        compare_on_sort(args)
+    if "87m" in args.parts:
+        compare_at_87m(args)
+
+
+def run_library(library: str, settings: dict, out_dir: Path, args) -> dict:
+    """One training run in a fresh process of the library's own venv; returns its timing.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "settings.json").write_text(json.dumps(settings, indent=1))
+    python = args.trl_python if library == "trl" else sys.executable
+    script = HERE / "lm" / ("run_trl.py" if library == "trl" else "run_ppokit.py")
+    env = {**os.environ, "OMP_NUM_THREADS": str(settings["threads"]), "TOKENIZERS_PARALLELISM": "false"}
+    subprocess.run([python, str(script), str(out_dir / "settings.json"), str(out_dir / "timing.json")], check=True, env=env,
+                   stdout=subprocess.DEVNULL, stderr=open(out_dir / "stderr.log", "w"))
+    return json.loads((out_dir / "timing.json").read_text())
+
+
+def compare_on_sort(args) -> None:
     options = {"ppokit": parse_options(args.ppokit_option), "trl": parse_options(args.trl_option)}
     work = Path(args.work_dir)
 
@@ -54,21 +82,72 @@ def main() -> None:
             settings = {"sft_dir": str(setup["sft_dir"]), "rm_dir": setup["ppo_values"]["reward_model"], "prompts": setup["ppo_values"]["prompts"],
                         "seed": seed, "threads": 1, "output_dir": str(out_dir / "policy"), "hyperparameters": hyperparameters,
                         f"{library}_options": options[library]}
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "settings.json").write_text(json.dumps(settings, indent=1))
-            python = args.trl_python if library == "trl" else sys.executable
-            script = HERE / "lm" / ("run_trl.py" if library == "trl" else "run_ppokit.py")
-            env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
             started = time.perf_counter()
-            subprocess.run([python, str(script), str(out_dir / "settings.json"), str(out_dir / "timing.json")], check=True, env=env,
-                           stdout=subprocess.DEVNULL, stderr=open(out_dir / "stderr.log", "w"))
-            timing = json.loads((out_dir / "timing.json").read_text())
+            timing = run_library(library, settings, out_dir, args)
             quality = evaluate(out_dir / "policy", setup)
             runs.append({**timing, **quality, "library": library, "library_version": timing["library"], "seed": seed,
                          "process_seconds": time.perf_counter() - started})
             print(f"{library:7s} seed {seed}: {timing['episodes_per_second']:7.1f} episodes/s, gold {quality['gold']:.3f}, KL {quality['kl']:.3f}", flush=True)
     before = evaluate(setup["sft_dir"], setup)
     write_report(runs, before, hyperparameters, args)
+
+
+def compare_at_87m(args) -> None:
+    """ppokit and trl on the 87M GPT-2: same models, settings and step count; speed and peak RSS."""
+    sys.path.insert(0, str(HERE / "lm"))
+    import gpt2_87m
+
+    work = Path(args.work_dir) / "87m"
+    paths = gpt2_87m.build(work / "models")
+    hyperparameters = {"batch_size": 8, "minibatch_size": 8, "n_epochs": 1, "total_episodes": args.episodes_87m, "max_new_tokens": 32,
+                       "temperature": 1.0, "missing_eos_penalty": 1.0, "kl_coef": 0.05, "learning_rate": 1e-5, "adam_eps": 1e-5,
+                       "clip_range": 0.2, "clip_range_vf": 0.2, "vf_coef": 0.1, "gamma": 1.0, "gae_lambda": 0.95, "max_grad_norm": 1.0}
+    threads = os.cpu_count()
+    runs = []
+    for seed in args.seeds_87m:
+        for library in ["ppokit", "trl"] if seed % 2 == 0 else ["trl", "ppokit"]:
+            out_dir = work / f"{library}-seed{seed}"
+            settings = {"sft_dir": paths["policy"], "rm_dir": paths["reward_model"], "prompts": paths["prompts"], "seed": seed, "threads": threads,
+                        "output_dir": str(out_dir / "policy"), "hyperparameters": hyperparameters}
+            timing = run_library(library, settings, out_dir, args)
+            runs.append({**timing, "library": library, "seed": seed})
+            print(f"87M {library:7s} seed {seed}: {timing['episodes_per_second']:.2f} episodes/s, {timing['tokens_per_second']:.1f} tokens/s, "
+                  f"peak RSS {timing['peak_rss_mib']:,.0f} MiB", flush=True)
+    write_87m_report(runs, hyperparameters, threads, gpt2_87m.parameter_count(paths["policy"]), args)
+
+
+def write_87m_report(runs: list[dict], hyperparameters: dict, threads: int, parameters: int, args) -> None:
+    median = lambda lib, key: statistics.median(r[key] for r in runs if r["library"] == lib)  # noqa: E731
+    lines = [
+        f"# ppokit.lm PPO vs trl 1.12.0 on a {parameters / 1e6:.1f}M-parameter GPT-2 (CPU)",
+        "",
+        f"Command: `python benchmarks/bench_trl.py --parts 87m --seeds-87m {' '.join(map(str, args.seeds_87m))} --episodes-87m {args.episodes_87m}` "
+        f"(part of `make bench-lm`), {time.strftime('%Y-%m-%d')}, {threads}-core CPU, {threads} torch threads per run, runs alternating in fresh processes, "
+        "float32.",
+        "",
+        f"Same models for both (benchmarks/lm/gpt2_87m.py: a GPT-2 of 12 x 768 with a 1,700-word vocabulary, {parameters:,} parameters, as the policy "
+        "and its frozen reference; a reward model of the same size, which also initializes the value model), same prompts (32 tokens) and settings: "
+        + ", ".join(f"{k}={v}" for k, v in sorted(hyperparameters.items())) + ".",
+        "",
+        "Response tokens: ppokit counts the tokens it generated; trl samples every response to its full length (32) and cuts at EOS afterwards, "
+        "so its count is episodes x 32. These untrained 1,700-token models almost never sample EOS, so both generate 32 tokens per response. "
+        "Peak RSS is the training process's, model loading included.",
+        "",
+        "| library | runs | episodes/s (median) | response tokens/s (median) | peak RSS MiB (median) |",
+        "|---|---|---|---|---|",
+    ]
+    for library in ("ppokit", "trl"):
+        lines.append(f"| {library} | {sum(r['library'] == library for r in runs)} | {median(library, 'episodes_per_second'):.2f} | "
+                     f"{median(library, 'tokens_per_second'):.1f} | {median(library, 'peak_rss_mib'):,.0f} |")
+    lines += ["", f"Ratios ppokit / trl: tokens/s **{median('ppokit', 'tokens_per_second') / median('trl', 'tokens_per_second'):.2f}x**, "
+                  f"peak RSS **{median('ppokit', 'peak_rss_mib') / median('trl', 'peak_rss_mib'):.2f}x**.",
+              "", "Per run:", "", "| library | seed | episodes/s | tokens/s | peak RSS MiB | train seconds |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['library']} | {r['seed']} | {r['episodes_per_second']:.2f} | {r['tokens_per_second']:.1f} | {r['peak_rss_mib']:,.0f} | "
+              f"{r['train_seconds']:.1f} |" for r in runs]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "lm_trl_87m.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "lm_trl_87m.json").write_text(json.dumps({"runs": runs, "hyperparameters": hyperparameters, "parameters": parameters}, indent=1) + "\n")
+    print((RESULTS / "lm_trl_87m.md").read_text())
 
 
 def parse_options(pairs: list[str]) -> dict:

@@ -94,6 +94,13 @@ def test_first_ratio_is_exactly_one_under_every_precision(saved_model, precision
     assert logits.dtype == (torch.float32 if precision == "fp32" else torch.bfloat16)  # mixed: the forward pass runs in bfloat16
 
 
+def test_lora_adapters_train_in_float32_over_a_bfloat16_base(saved_model):
+    trainer = _trainer(saved_model, precision="bf16", gradient_checkpointing=True, lora={"r": 4, "alpha": 8, "target_modules": ["c_attn"]})
+    assert {p.dtype for p in trainer.policy.parameters() if p.requires_grad} == {torch.float32}
+    assert {p.dtype for p in trainer.policy.parameters() if not p.requires_grad} == {torch.bfloat16}
+    assert trainer.update(trainer.rollout(list(range(8))))["first_ratio_deviation"] == 0.0
+
+
 def test_inference_dtype_keeps_the_frozen_models_in_bfloat16(saved_model, tmp_path):
     tokenizer = load_tokenizer(saved_model)
     save_pretrained(load_scalar_model(saved_model, tokenizer), tokenizer, tmp_path / "rm")

@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from ppokit.checkpoint import list_checkpoints
+from ppokit.checkpoint import list_checkpoints, load_checkpoint
 from ppokit.errors import CheckpointError, ConfigError
 from ppokit.lm.config import LMPPOConfig, RewardModelConfig, SFTConfig
 from ppokit.lm.data import write_jsonl
@@ -52,15 +52,19 @@ def _assert_same_parameters(first, second):
         assert torch.equal(parameter, second[name]), name
 
 
-def test_resumed_ppo_run_ends_with_bitwise_identical_weights(saved_model, tmp_path):
+@pytest.mark.parametrize("variant", [{}, {"precision": "bf16", "lora": {"r": 4, "alpha": 8, "target_modules": ["c_attn"]}}], ids=["full", "lora-bf16"])
+def test_resumed_ppo_run_ends_with_bitwise_identical_weights(saved_model, tmp_path, variant):
     values = {"policy": str(saved_model), "batch_size": 8, "minibatch_size": 4, "n_epochs": 2, "total_episodes": 8 * 5, "max_new_tokens": 7,
               "learning_rate": 1e-3, "checkpoint_interval": 2, "keep_checkpoints": 5, "adaptive_kl": True, "kl_target": 0.5, "kl_horizon": 100,
-              "torch_threads": 1, "seed": 4}
+              "torch_threads": 1, "seed": 4, **variant}
     given = {"reward": sort_gold_reward, "prompts": _prompts(28), "progress": False, "verbose": False}  # 28: a pass ends mid-batch
     full = LMPPOTrainer(LMPPOConfig.from_dict(values), run_dir=tmp_path / "full", **given)
     full.train()
     assert [p.name for p in list_checkpoints(tmp_path / "full")] == [f"update_{n:09d}" for n in (2, 4, 5)]
 
+    arrays, _, _ = load_checkpoint(tmp_path / "full", framework="pt")
+    policy_keys = [key for key in arrays if key.startswith("model.policy.")]
+    assert policy_keys and all(("lora_" in key) == ("lora" in variant) for key in policy_keys)  # LoRA: the adapter only
     resumed = LMPPOTrainer.resume(_rewind(tmp_path / "full", tmp_path / "resumed", keep_step=2), **given)
     assert (resumed.num_updates, resumed.episodes) == (2, 16)
     resumed.train()

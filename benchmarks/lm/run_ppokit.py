@@ -4,6 +4,7 @@ settings["ppokit_options"], if present, overrides LMPPOConfig fields (for side e
 """
 
 import json
+import resource
 import sys
 import time
 
@@ -31,8 +32,9 @@ def main(settings_path: str, out_path: str) -> None:
     result = trainer.train()
     seconds = time.perf_counter() - started
     trainer.save(settings["output_dir"])
-    json.dump({"library": "ppokit", "episodes": result["episodes"], "train_seconds": seconds,
-               "episodes_per_second": result["episodes"] / seconds}, open(out_path, "w"))
+    json.dump({"library": "ppokit", "episodes": result["episodes"], "train_seconds": seconds, "episodes_per_second": result["episodes"] / seconds,
+               "response_tokens": trainer.tokens, "tokens_per_second": trainer.tokens / seconds,
+               "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}, open(out_path, "w"))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ hyperparameters), trains, saves the policy to settings["output_dir"] and writes 
 """
 
 import json
+import resource
 import sys
 import time
 
@@ -50,7 +51,11 @@ def main(settings_path: str, out_path: str) -> None:
     trainer.save_model(settings["output_dir"])
     tokenizer.save_pretrained(settings["output_dir"])
     episodes = config.num_total_batches * config.batch_size
-    json.dump({"library": "trl 1.12.0", "episodes": episodes, "train_seconds": seconds, "episodes_per_second": episodes / seconds}, open(out_path, "w"))
+    # trl samples every response to response_length tokens and cuts it at EOS afterwards
+    tokens = episodes * config.response_length
+    json.dump({"library": "trl 1.12.0", "episodes": episodes, "train_seconds": seconds, "episodes_per_second": episodes / seconds,
+               "generated_tokens": tokens, "tokens_per_second": tokens / seconds,
+               "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}, open(out_path, "w"))
 
 
 if __name__ == "__main__":

@@ -191,8 +191,9 @@ class LMPPOTrainer:
         """Trained models on the device in the weights' dtype, without dropout (the first ratio stays 1);
         frozen ones in the inference dtype, on the device or (offload_reference) on the CPU until used."""
         frozen_home = torch.device("cpu") if self.config.offload_reference else self.device
+        self.policy.to(self.device)  # its dtype was set before a LoRA adapter was added: peft keeps adapters in float32
+        self.value_model.to(self.device, dtype=self.precision.weights_dtype)
         for model in (self.policy, self.value_model):
-            model.to(self.device, dtype=self.precision.weights_dtype)
             disable_dropout(model)
             if self.config.gradient_checkpointing:
                 enable_gradient_checkpointing(model)
