@@ -94,6 +94,32 @@ def test_first_ratio_is_exactly_one_under_every_precision(saved_model, precision
     assert logits.dtype == (torch.float32 if precision == "fp32" else torch.bfloat16)  # mixed: the forward pass runs in bfloat16
 
 
+def test_fp16_loss_scaling_path_runs_and_its_scale_is_checkpointed(saved_model, tmp_path, monkeypatch):
+    """fp16-mixed is CUDA-only for users; forced onto the CPU here, its code (float16 autocast, GradScaler
+    in the PPO and SFT steps, the scale in checkpoints) runs in the tests too."""
+    from ppokit.lm.ppo import LMPPOTrainer as Trainer
+    from ppokit.lm.sft import SFTTrainer
+
+    monkeypatch.setattr(Precision, "resolve", classmethod(lambda cls, name, device: cls("fp16-mixed", device)))
+    trainer = _trainer(saved_model, run_dir=tmp_path / "ppo", total_episodes=16, checkpoint_interval=1)
+    batch = trainer.rollout(list(range(8)))
+    with torch.no_grad():
+        logits = trainer._forward(trainer.policy, batch["samples"]["sequence_ids"][:2], batch["samples"]["sequence_mask"][:2], batch["prompt_width"])
+    assert logits.dtype == torch.float16
+    stats = trainer.update(batch)
+    assert stats["first_ratio_deviation"] == 0.0 and stats["skipped_steps"] == 0
+    trainer.grad_scaler.update(2.0**10)  # a scale of its own, to see it come back
+    trainer.save_checkpoint()
+    resumed = Trainer.resume(tmp_path / "ppo", reward=sort_gold_reward, prompts=_prompts(32), progress=False, verbose=False)
+    assert resumed.grad_scaler.get_scale() == 2.0**10
+
+    rows = [{"prompt": "3 1 2 =", "completion": "1 2 3"}] * 4
+    sft = SFTTrainer(SFTConfig.from_dict({"model": str(saved_model), "epochs": 2, "batch_size": 2, "learning_rate": 1e-3, "tensorboard": False}),
+                     train_rows=rows, eval_rows=rows[:1], progress=False, verbose=False)
+    before = sft.evaluate()
+    assert sft.grad_scaler is not None and sft.train()["eval_loss"] < before
+
+
 def test_lora_adapters_train_in_float32_over_a_bfloat16_base(saved_model):
     trainer = _trainer(saved_model, precision="bf16", gradient_checkpointing=True, lora={"r": 4, "alpha": 8, "target_modules": ["c_attn"]})
     assert {p.dtype for p in trainer.policy.parameters() if p.requires_grad} == {torch.float32}

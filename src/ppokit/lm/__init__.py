@@ -22,6 +22,8 @@ _EXPORTS = {
     "GenerationSettings": "generation",
     "get_task": "tasks",
     "run_demo": "demo",
+    "resolve_device": "device",
+    "Precision": "precision",
 }
 
 __all__ = list(_EXPORTS)

@@ -33,7 +33,8 @@ class _RunSettings:
     log_interval: int = 10
     """Print a console summary every this many optimizer steps (PPO: updates)."""
     checkpoint_interval: int = 0
-    """Save a checkpoint every this many optimizer steps (PPO: updates); 0: only the final model."""
+    """Save a checkpoint every this many optimizer steps (PPO: updates) for --resume; 0: none while training
+    (PPO writes one at the end; SIGINT/SIGTERM always write one)."""
     keep_checkpoints: int = 2
     """How many of the newest checkpoints to keep."""
     tensorboard: bool = True
