@@ -104,8 +104,8 @@ def _save_tensors(arrays: dict, path: Path, metadata: dict[str, str]) -> None:
     if any(not isinstance(array, np.ndarray) and hasattr(array, "detach") for array in arrays.values()):
         from safetensors.torch import save_file as save_torch_file
 
-        # contiguous CPU copies: safetensors refuses views and tensors sharing storage
-        save_torch_file({name: t.detach().to("cpu").contiguous().clone() for name, t in arrays.items()}, str(path), metadata=metadata)
+        # one contiguous CPU copy each (from any device): safetensors refuses views and tensors sharing storage
+        save_torch_file({name: t.detach().to("cpu", copy=True).contiguous() for name, t in arrays.items()}, str(path), metadata=metadata)
     else:
         save_file({name: np.array(array, order="C") for name, array in arrays.items()}, str(path), metadata=metadata)
 

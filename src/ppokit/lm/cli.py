@@ -66,8 +66,7 @@ def add_lm_parser(sub) -> None:
 
 def _add_placement_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps (default auto)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16-mixed", "fp16-mixed", "bf16"],
-                        help="auto: bf16-mixed on CUDA, fp32 elsewhere (default auto)")
+    parser.add_argument("--precision", default="auto", help="fp32, bf16-mixed, fp16-mixed (CUDA), bf16, or auto: bf16-mixed on CUDA, fp32 elsewhere (default auto)")
 
 
 def _trainer_class(name: str):

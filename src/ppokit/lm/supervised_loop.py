@@ -8,6 +8,7 @@ import json
 import math
 import random
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -132,7 +133,9 @@ class SupervisedTrainer:
                     self.step += 1
                     self.last_stats = stats
                     row = {"epoch": epoch + 1, **stats, "train/learning_rate": self.schedule.get_last_lr()[0], "train/grad_norm": grad_norm}
-                    self.schedule.step()
+                    with warnings.catch_warnings():  # a step the loss scaler skipped still moves the schedule; torch warns about that
+                        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
+                        self.schedule.step()
                     if self.step % self.steps_per_epoch == 0:
                         row |= self.held_out()
                     logger.log(self.step, self.step, row, self.summary_keys)
