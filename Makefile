@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TRL_VENV := .venv-trl
 TRL_STAMP := $(TRL_VENV)/.installed
 
-.PHONY: install train lm-demo test bench bench-lm bench-lm-memory gpu-check clean
+.PHONY: install train lm-demo test bench bench-returns bench-frozenlake bench-lm bench-lm-memory gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[bench]"
 	$(BIN)/python benchmarks/bench_sb3.py
 	$(BIN)/python benchmarks/bench_scaling.py
+
+# Hours on 2 cores: every preset at its full budget, 5 seeds (finished runs are kept; run it again to continue).
+bench-returns: $(STAMP)
+	$(BIN)/python benchmarks/bench_returns.py
+
+bench-frozenlake: $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[bench]"
+	$(BIN)/python benchmarks/bench_frozenlake.py
 
 # trl 1.12.0 (the last trl with PPO) gets a venv of its own, so its pins never touch ppokit's.
 $(TRL_STAMP): constraints.txt

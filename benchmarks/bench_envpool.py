@@ -30,7 +30,7 @@ def main(env_ids: list[str]) -> None:
         for seed in range(3):
             for backend in (("envpool", "gymnasium") if seed % 2 == 0 else ("gymnasium", "envpool")):
                 config = {"tensorboard": False, "seed": seed, "env_backend": backend, "n_epochs": 1, **SETTINGS[env_id]}
-                agent = PPO(env_id, config, verbose=False, progress_bar=False)
+                agent = PPO(env_id, config, preset=None, verbose=False, progress_bar=False)
                 started = time.perf_counter()
                 agent.learn()
                 sps[backend].append(agent.global_step / (time.perf_counter() - started))

@@ -46,7 +46,7 @@ def per_call_us(function, calls: int, blocks: int = 7) -> float:
 
 def parts(preset: str) -> dict:
     env_id, config = load_preset(preset)
-    agent = PPO(env_id, config | {"seed": 0}, verbose=False, progress_bar=False)
+    agent = PPO(env_id, config | {"seed": 0}, preset=None, verbose=False, progress_bar=False)
     agent._ensure_envs()
     policy, envs, rng = agent.policy, agent.envs, np.random.default_rng(0)
     raw_obs = agent.collector.next_raw_obs
@@ -74,7 +74,7 @@ def parts(preset: str) -> dict:
     update_ms = grad_steps * grad_us / 1000
     agent.close()
 
-    trainer = PPO(env_id, config | {"seed": 0, "total_steps": min(config["total_steps"], 50 * rollout)}, verbose=False, progress_bar=False)
+    trainer = PPO(env_id, config | {"seed": 0, "total_steps": min(config["total_steps"], 50 * rollout)}, preset=None, verbose=False, progress_bar=False)
     started = time.perf_counter()
     trainer.learn()
     reached = trainer.global_step / (time.perf_counter() - started)

@@ -46,7 +46,7 @@ class Curve:
 def run_ppokit(env_id: str, seed: int, config: dict, curve: Curve, overrides: dict | None = None):
     from ppokit import PPO
 
-    agent = PPO(env_id, config | {"seed": seed} | (overrides or {}), verbose=False, progress_bar=False)
+    agent = PPO(env_id, config | {"seed": seed} | (overrides or {}), preset=None, verbose=False, progress_bar=False)  # config: a whole preset
     def on_update(metrics):
         for episode_return, _length in agent.logger.last_episodes:
             curve.add(int(metrics["global_step"]), episode_return)

@@ -216,8 +216,11 @@ def _presets(args) -> int:
         env_id, values = load_preset(args.name)
         print(yaml.safe_dump({"env_id": env_id, **values}, sort_keys=False), end="")
         return 0
-    for name, data in list_presets().items():
-        print(f"{name:28s} env {data.get('env_id', '?'):22s} {data.get('total_steps', '?'):>10} steps  {data.get('notes', '')}")
+    presets = list_presets()
+    name_width = max(len(name) for name in presets)
+    env_width = max(len(str(data.get("env_id", "?"))) for data in presets.values())
+    for name, data in presets.items():
+        print(f"{name:{name_width}s}  env {str(data.get('env_id', '?')):{env_width}s} {data.get('total_steps', '?'):>10} steps  {data.get('notes', '')}")
     return 0
 
 

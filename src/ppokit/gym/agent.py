@@ -32,27 +32,43 @@ from ppokit.logging import RunLogger
 Callback = Any
 
 
-def resolve_config(env: EnvSource | None, config: PPOConfig | dict | None) -> PPOConfig:
-    """A PPOConfig as given; a dict on top of the defaults; None: the env's preset if it has one."""
+AUTO_PRESET = "auto"
+
+
+def resolve_preset_name(env: EnvSource | None, preset: str | None) -> str | None:
+    """'auto': the preset named like the env id, if there is one; None: no preset; else that preset."""
+    if preset == AUTO_PRESET:
+        return env if isinstance(env, str) and has_preset(env) else None
+    return preset
+
+
+def resolve_config(env: EnvSource | None, config: PPOConfig | dict | None, preset: str | None = AUTO_PRESET) -> PPOConfig:
+    """A PPOConfig as given; otherwise defaults < preset < the dict's keys, as `ppokit train` merges them."""
     if isinstance(config, PPOConfig):
+        if preset not in (AUTO_PRESET, None):
+            raise ConfigError(f"preset={preset!r} applies to a dict of overrides; a PPOConfig is used as given "
+                              f"(pass a dict, or build the PPOConfig from load_preset({preset!r}))")
         resolved = copy.deepcopy(config)
         resolved.validate()
         return resolved
-    if isinstance(config, dict):
-        return PPOConfig.from_dict(config)
-    if config is None:
-        if isinstance(env, str) and has_preset(env):
-            return PPOConfig.from_dict(load_preset(env)[1], source=f"preset {env!r}")
-        return PPOConfig()
-    raise ConfigError(f"config must be a PPOConfig, a dict or None, got {type(config).__name__}")
+    if config is not None and not isinstance(config, dict):
+        raise ConfigError(f"config must be a PPOConfig, a dict or None, got {type(config).__name__}")
+    name = resolve_preset_name(env, preset)
+    values = load_preset(name)[1] if name is not None else {}
+    return PPOConfig.from_dict(values | (config or {}), source="config" if config else f"preset {name!r}")
 
 
 class PPO:
     """PPO on a Gymnasium env given by id (``"CartPole-v1"``) or by a factory returning a ``gym.Env``."""
 
-    def __init__(self, env: EnvSource, config: PPOConfig | dict | None = None, *, run_dir: str | Path | None = None, progress_bar: bool | None = None, verbose: bool = True):
+    def __init__(self, env: EnvSource, config: PPOConfig | dict | None = None, *, preset: str | None = AUTO_PRESET, run_dir: str | Path | None = None,
+                 progress_bar: bool | None = None, verbose: bool = True):
+        """``config``: a PPOConfig (used as given), or a dict of keys applied over ``preset``: by default
+        the preset named like the env id when there is one (as `ppokit train` does); None starts from
+        PPOConfig's defaults."""
         self.env_source = env
-        self.config = resolve_config(env, config)
+        self.config = resolve_config(env, config, preset)
+        self.preset_name = None if isinstance(config, PPOConfig) else resolve_preset_name(env, preset)
         probe = make_env(env, self.config.env_kwargs)
         spaces = (probe.observation_space, probe.action_space)
         probe.close()
@@ -160,7 +176,7 @@ class PPO:
         if not config_path.exists():
             import yaml
 
-            config_path.write_text(yaml.safe_dump({"env_id": self.env_id, "preset": None, **self.config.to_dict()}, sort_keys=False))
+            config_path.write_text(yaml.safe_dump({"env_id": self.env_id, "preset": self.preset_name, **self.config.to_dict()}, sort_keys=False))
         plot_runs([self.run_dir], self.run_dir / "curves.png", title=f"PPO on {self.env_id or describe(self.env_source)}")
         write_model_card(self.run_dir)
 
@@ -340,6 +356,7 @@ class PPO:
         agent = cls.__new__(cls)
         agent.env_source = env if env is not None else meta.get("env_id")
         agent.config = config
+        agent.preset_name = None  # the config is stored whole; which preset it came from is in the run's config.yaml
         agent._setup(observation_space, action_space, run_dir, progress_bar, verbose)
         if is_checkpoint:
             run_state.restore(agent, arrays, meta, source)
