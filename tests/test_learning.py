@@ -1,5 +1,6 @@
 """Does it solve? Presets must reach published-level returns within their step budgets."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -32,3 +33,24 @@ def test_pendulum_reaches_minus_250_for_two_of_three_seeds():
 
 def test_cartpole_solved_by_the_torch_reference_engine_too():
     assert _train_and_evaluate("CartPole-v1", 0, engine="torch") >= 475
+
+
+
+def _frozen_lake_success_probability(agent, horizon: int = 100) -> float:
+    """Exact chance that the greedy policy reaches FrozenLake's goal within its 100-step limit, from the
+    env's transition table: a deterministic measure, unlike a sampled success rate."""
+    transitions = gym.make("FrozenLake-v1").unwrapped.P
+    policy = [int(agent.predict(np.array([state]), deterministic=True)[0]) for state in range(len(transitions))]
+    value = [0.0] * len(transitions)
+    for _ in range(horizon):
+        value = [sum(p * (reward + (0.0 if done else value[nxt])) for p, nxt, reward, done in transitions[s][policy[s]]) for s in range(len(transitions))]
+    return value[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_frozen_lake_preset_reaches_a_near_optimal_policy_in_100k_steps(seed):
+    """Discrete observations (one-hot), sparse reward, slippery moves. The best stationary policy reaches
+    the goal with probability 0.740 within the time limit."""
+    agent = PPO("FrozenLake-v1", {"total_steps": 100_000, "seed": seed}, verbose=False, progress_bar=False)
+    agent.learn()
+    assert _frozen_lake_success_probability(agent) >= 0.70
