@@ -112,6 +112,8 @@ def run_all(presets: list[str], seeds: list[int], workers: int, rerun: bool) -> 
 
     def launch(job):
         preset, seed = job
+        if not rerun and raw_path(preset, seed).exists():  # finished meanwhile by another instance
+            return
         started = time.perf_counter()
         done = subprocess.run([sys.executable, __file__, "--one", preset, str(seed)], env=env, capture_output=True, text=True)
         minutes = (time.perf_counter() - started) / 60
