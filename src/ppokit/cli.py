@@ -93,17 +93,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def resolve_train_config(env_id: str, preset: str | None, no_preset: bool, config_file: str | None, overrides: list[str], seed: int | None, total_steps: int | None):
     """Merge defaults < preset < config file < overrides < flags into one validated PPOConfig."""
-    from ppokit.config import PPOConfig, load_yaml, parse_overrides
-    from ppokit.gym.presets import has_preset, load_preset
+    from ppokit.config import load_yaml, parse_overrides
+    from ppokit.gym.agent import AUTO_PRESET, resolve_config, resolve_preset_name
 
+    preset_name = resolve_preset_name(env_id, preset if preset is not None else (None if no_preset else AUTO_PRESET))
     values: dict = {}
-    preset_name = None
-    if preset is not None:
-        preset_name = preset
-    elif not no_preset and has_preset(env_id):
-        preset_name = env_id
-    if preset_name is not None:
-        values.update(load_preset(preset_name)[1])
     if config_file is not None:
         values.update(load_yaml(config_file))
     values.update(parse_overrides(overrides))
@@ -111,7 +105,7 @@ def resolve_train_config(env_id: str, preset: str | None, no_preset: bool, confi
         values["seed"] = seed
     if total_steps is not None:
         values["total_steps"] = total_steps
-    return PPOConfig.from_dict(values), preset_name
+    return resolve_config(env_id, values, preset_name), preset_name
 
 
 def _train(args) -> int:
