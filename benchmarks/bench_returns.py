@@ -56,7 +56,7 @@ PUBLISHED: dict[str, list[tuple[str, str, int, float]]] = {
     "MountainCarContinuous-v0": [(ZOO, "MountainCarContinuous-v0, with gSDE", 20_000, 88.3)],
     "HalfCheetah-v5": [(ZOO, "HalfCheetah-v3", 1_000_000, 5819.1), (CLEANRL, "HalfCheetah-v4, its own settings", 1_000_000, 1442.64)],
     "HalfCheetah-v5-cleanrl": [(CLEANRL, "HalfCheetah-v4", 1_000_000, 1442.64)],
-    "Hopper-v5": [(ZOO, "Hopper-v3", 1_000_000, 2410.4), (CLEANRL, "Hopper-v4, its own settings", 1_000_000, 2382.86)],
+    "Hopper-v5": [(ZOO, "Hopper-v3", 1_000_000, 2410.4), (CLEANRL, "Hopper-v4, the same settings", 1_000_000, 2382.86)],
     "Walker2d-v5": [(ZOO, "Walker2d-v3", 1_000_000, 3478.8), (CLEANRL, "Walker2d-v4, its own settings", 1_000_000, 2287.95)],
     "Ant-v5": [(ZOO, "Ant-v3", 1_000_000, 1327.2), (CLEANRL, "Ant-v4, its own settings (rpo.md)", 8_000_000, 1824.17)],
     "InvertedDoublePendulum-v5": [(CLEANRL, "InvertedDoublePendulum-v4, its own settings (rpo.md)", 8_000_000, 5626.22)],
