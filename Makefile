@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TRL_VENV := .venv-trl
 TRL_STAMP := $(TRL_VENV)/.installed
 
-.PHONY: install train lm-demo test bench bench-returns bench-frozenlake bench-lm bench-lm-memory gpu-check clean
+.PHONY: install train lm-demo test lint bench bench-returns bench-frozenlake bench-lm bench-lm-memory gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lm-demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --durations=15
+
+# ruff's rules and line length are in pyproject.toml
+lint: $(STAMP)
+	$(BIN)/ruff check .
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[bench]"

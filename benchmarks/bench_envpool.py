@@ -35,7 +35,8 @@ def main(env_ids: list[str]) -> None:
                 agent.learn()
                 sps[backend].append(agent.global_step / (time.perf_counter() - started))
         s = SETTINGS[env_id]
-        print(f"| {env_id} | {s['n_envs']} x {s['n_steps']} | {statistics.median(sps['envpool']):,.0f} | {statistics.median(sps['gymnasium']):,.0f} |", flush=True)
+        envpool_sps, gymnasium_sps = statistics.median(sps["envpool"]), statistics.median(sps["gymnasium"])
+        print(f"| {env_id} | {s['n_envs']} x {s['n_steps']} | {envpool_sps:,.0f} | {gymnasium_sps:,.0f} |", flush=True)
 
 
 if __name__ == "__main__":

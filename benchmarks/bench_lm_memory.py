@@ -93,9 +93,8 @@ def write_report(runs: list[dict], args) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     import gpt2_87m
+    import matplotlib.pyplot as plt
 
     RESULTS.mkdir(exist_ok=True)
     parameters = gpt2_87m.parameter_count(str(Path(args.work_dir) / "models" / "policy"))
@@ -115,7 +114,8 @@ def write_report(runs: list[dict], args) -> None:
     ]
     for r in runs:
         lines.append(f"| {r['precision']} | {'on' if r['gradient_checkpointing'] else 'off'} | {r['episodes_per_second']:.2f} | "
-                     f"{r['tokens_per_second']:.1f} | {r['peak_rss_mib']:,.0f} |" + (f" {r.get('cuda_max_allocated_mib', float('nan')):,.0f} |" if cuda else ""))
+                     f"{r['tokens_per_second']:.1f} | {r['peak_rss_mib']:,.0f} |"
+                     + (f" {r.get('cuda_max_allocated_mib', float('nan')):,.0f} |" if cuda else ""))
     (RESULTS / f"{args.report}.md").write_text("\n".join(lines) + "\n")
     (RESULTS / f"{args.report}.json").write_text(json.dumps({"runs": runs, "parameters": parameters, "args": vars(args)}, indent=1) + "\n")
 

@@ -195,7 +195,8 @@ def write_report(presets: list[str], seeds: list[int]) -> None:
         evals = [r["eval_mean"] for r in runs]
         median = statistics.median(evals)
         published = PUBLISHED.get(preset, [])
-        figures = "<br>".join(f"{figure:g} ({'zoo' if source == ZOO else 'CleanRL'}, {env_id}, {_steps_label(steps)})" for source, env_id, steps, figure in published) or "none"
+        figures = "<br>".join(f"{figure:g} ({'zoo' if source == ZOO else 'CleanRL'}, {env_id}, {_steps_label(steps)})"
+                              for source, env_id, steps, figure in published) or "none"
         comparison = "<br>".join(_versus(median, figure) for _source, _env, _s, figure in published) or "-"
         env_label = runs[0]["env_id"] + (f" {runs[0]['env_kwargs']}" if runs[0]["env_kwargs"] else "")
         seeds_done = "" if len(runs) == len(seeds) else f" ({len(runs)} of {len(seeds)} seeds)"

@@ -201,7 +201,8 @@ def write_report(runs: list[dict], before: dict, hyperparameters: dict, args) ->
     lines = [
         "# ppokit.lm PPO vs trl 1.12.0 (trl.experimental.ppo), sort task",
         "",
-        f"Command: `{command}`{' (`make bench-lm`)' if args.report == 'lm_trl' else ''}, {time.strftime('%Y-%m-%d')}, 2-core CPU, one torch thread per run, runs alternating in fresh processes.",
+        f"Command: `{command}`{' (`make bench-lm`)' if args.report == 'lm_trl' else ''}, {time.strftime('%Y-%m-%d')}, "
+        "2-core CPU, one torch thread per run, runs alternating in fresh processes.",
         "",
         "Same SFT policy, reward model, prompts and hyperparameters for both: "
         + ", ".join(f"{k}={v}" for k, v in sorted(hyperparameters.items())) + ".",

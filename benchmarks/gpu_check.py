@@ -68,7 +68,8 @@ def main() -> int:
              f"Command: `python benchmarks/gpu_check.py --device {args.device} --precision {args.precision}`, {time.strftime('%Y-%m-%d')}, "
              f"torch {torch.__version__}, CUDA {torch.version.cuda}.", "",
              "| run | episodes/s | response tokens/s | CUDA max allocated (MiB) | notes |", "|---|---|---|---|---|"]
-    lines += [f"| {r['what']} | {r['episodes_per_second']:.1f} | {r['tokens_per_second']:.0f} | {r['cuda_max_allocated_mib']:,.0f} | {r['detail']} |" for r in rows]
+    lines += [f"| {r['what']} | {r['episodes_per_second']:.1f} | {r['tokens_per_second']:.0f} | {r['cuda_max_allocated_mib']:,.0f} | {r['detail']} |"
+              for r in rows]
     (RESULTS / "gpu_check.md").write_text("\n".join(lines) + "\n")
     print(f"written to {RESULTS / 'gpu_check.md'}")
     return 0

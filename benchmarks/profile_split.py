@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["numpy", "torch"])
     parser.add_argument("--vec-envs", nargs="+", default=["auto", "sync"])
     args = parser.parse_args()
-    print(f"| engine | vec_env | SPS | ms per update | rollout ms | update ms | scoring, GAE, logging ms |")
+    print("| engine | vec_env | SPS | ms per update | rollout ms | update ms | scoring, GAE, logging ms |")
     print("|---|---|---|---|---|---|---|")
     for engine in args.engines:
         for vec_env in args.vec_envs:

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
 from ppokit.gym.presets import load_preset  # noqa: E402
-from ppokit.logging import process_uptime  # noqa: E402
+from ppokit.run_logging import process_uptime  # noqa: E402
 
 THRESHOLDS = {"CartPole-v1": 475.0, "Pendulum-v1": -250.0}
 

@@ -30,7 +30,8 @@ def test_train_then_eval_writes_run_dir(tmp_path, capsys):
     # CartPole runs on gymnasium's numpy vector env: its reset steps are not transitions and not counted
     steps = [0] + [int(r["global_step"]) for r in rows]
     assert all(200 < b - a <= 256 for a, b in zip(steps, steps[1:])), steps
-    for column in ["time_elapsed", "charts/episodic_return", "losses/policy_loss", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance", "charts/SPS"]:
+    for column in ["time_elapsed", "charts/episodic_return", "losses/policy_loss", "losses/approx_kl", "losses/clipfrac", "losses/explained_variance",
+                   "charts/SPS"]:
         assert rows[-1][column] != "", column
     assert float(rows[0]["time_elapsed"]) < float(rows[-1]["time_elapsed"])
 

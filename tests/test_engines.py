@@ -5,8 +5,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from ppokit.config import PPOConfig
 from ppokit.core.settings import UpdateSettings
+from ppokit.gym.config import PPOConfig
 from ppokit.gym.numpy_engine import NumpyEngine
 from ppokit.gym.policy import Policy
 from ppokit.gym.torch_engine import TorchEngine
@@ -42,7 +42,7 @@ def _problem(action_space, n=96, seed=0, activation="tanh"):
         "advantages": rng.normal(0, 1, n).astype(np.float32),
         "returns": rng.normal(0, 1, n).astype(np.float32),
     }
-    torch_engine = TorchEngine(policies[1].params, policies[1].dist, activation, config.learning_rate, config.adam_eps, threads=1, seed=0)
+    torch_engine = TorchEngine(policies[1].params, policies[1].dist, activation, config.learning_rate, config.adam_eps, threads=1)
     return (numpy_engine, policies[0]), (torch_engine, policies[1]), samples
 
 

@@ -75,7 +75,7 @@ def test_envpool_backend_only_when_asked_for(stand_in_envpool):
 def test_truncated_episode_keeps_its_final_observation_for_bootstrapping(stand_in_envpool):
     envs = EnvpoolVectorEnv("Pendulum-v1", 1, seed=0)  # Pendulum only ends by its 200-step time limit
     envs.reset(seed=0)
-    for step in range(200):
+    for _ in range(200):
         obs, reward, terminated, truncated, _ = envs.step(np.zeros((1, 1), dtype=np.float32))
     assert truncated.tolist() == [True] and terminated.tolist() == [False]
     final = obs.copy()

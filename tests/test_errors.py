@@ -2,8 +2,8 @@
 
 import gymnasium as gym
 import pytest
-
 from envs import DictObsEnv, NaNAfterEnv
+
 from ppokit import PPO, PPOConfig
 from ppokit.cli import main
 from ppokit.errors import ConfigError, EnvError, UnsupportedSpaceError
@@ -81,3 +81,29 @@ def test_cli_reports_bad_input_without_traceback(capsys, tmp_path):
     assert "unknown config key 'lr'" in capsys.readouterr().err
     assert main(["train", "CartPole-v1", "--preset", "CartPole-v2"]) == 2
     assert "unknown preset 'CartPole-v2'; did you mean 'CartPole-v1'?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["clip_range_vf", "max_grad_norm", "target_kl"])
+def test_update_fields_are_validated_alike_in_both_front_ends(key):
+    from ppokit.gym.config import PPOConfig
+    from ppokit.lm.config import LMPPOConfig
+
+    messages = []
+    for config_class in (PPOConfig, LMPPOConfig):
+        with pytest.raises(ConfigError, match=f"{key} must be a positive number or null") as caught:
+            config_class.from_dict({key: 0})
+        messages.append(str(caught.value))
+    assert messages[0] == messages[1]
+
+
+def test_update_settings_carry_every_update_field():
+    from ppokit.core.settings import UpdateFields
+    from ppokit.gym.config import PPOConfig
+    from ppokit.lm.config import LMPPOConfig
+
+    gym_config = PPOConfig.from_dict({"n_epochs": 3, "clip_range_vf": 0.3, "target_kl": 0.02})
+    settings = gym_config.update_settings(clip_range=0.1)
+    assert (settings.n_epochs, settings.clip_range, settings.clip_range_vf, settings.target_kl) == (3, 0.1, 0.3, 0.02)
+    lm_settings = LMPPOConfig.from_dict({"grad_accum_steps": 2}).update_settings(grad_accum_steps=2)
+    assert (lm_settings.n_epochs, lm_settings.vf_coef, lm_settings.normalize_advantage, lm_settings.grad_accum_steps) == (4, 0.1, False, 2)
+    assert issubclass(PPOConfig, UpdateFields) and issubclass(LMPPOConfig, UpdateFields)

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-
 from envs import CrashingEnv, FixedLengthWalkEnv
+
 from ppokit import PPO
 from ppokit.checkpoint import list_checkpoints, load_checkpoint
 from ppokit.core.settings import UpdateSettings

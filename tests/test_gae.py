@@ -38,8 +38,8 @@ def test_termination_stops_bootstrapping():
 @pytest.mark.parametrize(
     "gamma,lam,num_steps,num_envs,p_done,p_term",
     [
-        (g, l, t, b, pd, pt)
-        for (g, l), (t, b), (pd, pt) in itertools.product(
+        (g, lam, t, b, pd, pt)
+        for (g, lam), (t, b), (pd, pt) in itertools.product(
             [(0.99, 0.95), (1.0, 1.0), (0.9, 0.0), (0.5, 0.7)],
             [(1, 1), (5, 3), (64, 8), (200, 2)],
             [(0.0, 0.0), (0.1, 0.5), (0.3, 1.0), (0.3, 0.0)],

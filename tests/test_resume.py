@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 import pytest
-
 from envs import FixedLengthWalkEnv
+
 from ppokit import PPO
 from ppokit.checkpoint import list_checkpoints, load_checkpoint
 
@@ -114,7 +114,7 @@ def test_sigint_leaves_a_checkpoint_and_resume_finishes_the_run(tmp_path):
     # a row logged after the checkpoint (as if the process had died later) must not be duplicated
     with open(run / "progress.csv", "a") as f:
         f.write(f"{meta['global_step'] + 250},{stopped_at + 1}\n")
-    from ppokit.logging import ScalarWriter
+    from ppokit.run_logging import ScalarWriter
 
     orphan = ScalarWriter(run)
     orphan.add_scalar("losses/policy_loss", 0.0, meta["global_step"] + 250)

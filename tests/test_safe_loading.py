@@ -5,8 +5,8 @@ import pickle
 import shutil
 
 import pytest
-
 from envs import FixedLengthWalkEnv
+
 from ppokit import PPO
 from ppokit.checkpoint import list_checkpoints
 from ppokit.errors import CheckpointError

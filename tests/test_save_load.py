@@ -87,3 +87,44 @@ def test_same_seed_gives_identical_losses():
     assert len(first) == 4
     assert first == second
     assert first != other
+
+
+def test_building_training_and_loading_leave_the_global_random_states_alone(tmp_path):
+    import random
+
+    random.seed(123)
+    np.random.seed(456)
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    config = {"n_envs": 2, "n_steps": 32, "total_steps": 128, "minibatch_size": 32, "seed": 7}
+    agent = PPO("CartPole-v1", config, run_dir=tmp_path / "run", verbose=False, progress_bar=False)
+    agent.learn()
+    agent.save(tmp_path / "model")
+    PPO.load(tmp_path / "model")
+    PPO.load(tmp_path / "run")  # a checkpoint, with every random stream of the agent
+    assert random.getstate() == python_state
+    after = np.random.get_state()
+    assert after[0] == numpy_state[0] and np.array_equal(after[1], numpy_state[1]) and after[2:] == numpy_state[2:]
+
+
+def test_agent_state_dict_round_trip_continues_identically():
+    config = {"n_envs": 2, "n_steps": 64, "total_steps": 256, "seed": 5, "normalize_obs": True}
+    trained = PPO("Pendulum-v1", config, verbose=False, progress_bar=False).learn()
+    fresh = PPO("Pendulum-v1", config | {"seed": 99}, verbose=False, progress_bar=False)
+    fresh.load_state_dict(trained.state_dict())
+    copied = fresh.state_dict()
+    for part in ("model", "optimizer"):
+        original = trained.state_dict()[part]
+        assert sorted(copied[part]) == sorted(original)
+        for name, array in original.items():
+            np.testing.assert_array_equal(copied[part][name], array, err_msg=f"{part}/{name}")
+    assert copied["training"]["num_updates"] == trained.num_updates == 2
+    assert copied["training"]["rng"]["minibatch_order"] == trained.state_dict()["training"]["rng"]["minibatch_order"]
+    obs = _observations("Pendulum-v1")
+    np.testing.assert_array_equal(fresh.predict(obs), trained.predict(obs))  # the predict stream was copied too
+
+
+def test_agent_load_state_dict_refuses_another_architecture():
+    small = PPO("Pendulum-v1", {"hidden_sizes": [8]}, verbose=False, progress_bar=False)
+    large = PPO("Pendulum-v1", {"hidden_sizes": [16]}, verbose=False, progress_bar=False)
+    with pytest.raises(CheckpointError, match="actor.0.weight"):
+        small.load_state_dict(large.state_dict())

@@ -3,8 +3,8 @@
 import gymnasium as gym
 import numpy as np
 import pytest
-
 from envs import SpaceCheckEnv
+
 from ppokit import PPO
 
 SMALL = {"n_envs": 2, "n_steps": 32, "total_steps": 128, "minibatch_size": 32}

@@ -1,10 +1,10 @@
 """An infinite-horizon task cut by a time limit must learn V = 1/(1-gamma), not the time-limited value."""
 
 import gymnasium as gym
-import pytest
 import numpy as np
-
+import pytest
 from envs import VECTOR_ENV_ID, ConstantRewardEnv
+
 from ppokit import PPO
 
 GAMMA = 0.9

@@ -63,7 +63,8 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, values read as YAML")
     train.set_defaults(handler=_train)
 
-    evaluate = sub.add_parser("eval", help="evaluate a trained model", description="Run a saved model for N episodes; prints mean and std and writes eval.json into RUN_DIR.")
+    evaluate = sub.add_parser("eval", help="evaluate a trained model",
+                              description="Run a saved model for N episodes; prints mean and std and writes eval.json into RUN_DIR.")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or any folder holding model.safetensors and model.json)")
     evaluate.add_argument("--episodes", type=int, default=20, metavar="N", help="episodes to run (default 20)")
     evaluate.add_argument("--deterministic", action="store_true", help="take the most likely action instead of sampling")
@@ -71,7 +72,8 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--video", action="store_true", help="also record one episode to RUN_DIR/video.mp4 (rgb_array rendering)")
     evaluate.set_defaults(handler=_eval)
 
-    plot = sub.add_parser("plot", help="plot learning curves of runs", description="Episodic return against steps; runs of the same env (and preset) are drawn as mean and min-max band over seeds.")
+    plot = sub.add_parser("plot", help="plot learning curves of runs",
+                          description="Episodic return against steps; runs of the same env (and preset) are drawn as mean and min-max band over seeds.")
     plot.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run directories (each with progress.csv)")
     plot.add_argument("-o", "--output", metavar="FILE", default="curves.png", help="PNG to write (default curves.png)")
     plot.add_argument("--title", help="plot title")
@@ -91,7 +93,8 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_train_config(env_id: str, preset: str | None, no_preset: bool, config_file: str | None, overrides: list[str], seed: int | None, total_steps: int | None):
+def resolve_train_config(env_id: str, preset: str | None, no_preset: bool, config_file: str | None, overrides: list[str], seed: int | None,
+                         total_steps: int | None):
     """Merge defaults < preset < config file < overrides < flags into one validated PPOConfig."""
     from ppokit.config import load_yaml, parse_overrides
     from ppokit.gym.agent import AUTO_PRESET, resolve_config, resolve_preset_name
@@ -114,8 +117,9 @@ def _train(args) -> int:
 
     progress = False if args.no_progress else None
     if args.resume:
-        given = [flag for flag, value in [("ENV_ID", args.env_id), ("--preset", args.preset), ("--no-preset", args.no_preset), ("--config", args.config),
-                                          ("--seed", args.seed), ("--total-steps", args.total_steps), ("--run-dir", args.run_dir), ("key=value", args.overrides)] if value]
+        flags = [("ENV_ID", args.env_id), ("--preset", args.preset), ("--no-preset", args.no_preset), ("--config", args.config),
+                 ("--seed", args.seed), ("--total-steps", args.total_steps), ("--run-dir", args.run_dir), ("key=value", args.overrides)]
+        given = [flag for flag, value in flags if value]
         if given:
             raise _usage_error(f"--resume continues a run with its saved config; do not combine it with {', '.join(given)}")
         run_dir = Path(args.resume)
@@ -126,7 +130,8 @@ def _train(args) -> int:
             raise _usage_error("ppokit train needs ENV_ID (or --resume RUN_DIR)")
         check_env_id(args.env_id)
         config, preset_name = resolve_train_config(args.env_id, args.preset, args.no_preset, args.config, args.overrides, args.seed, args.total_steps)
-        run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"{args.env_id.replace(':', '_').replace('/', '_')}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / run_name
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump({"env_id": args.env_id, "preset": preset_name, **config.to_dict()}, sort_keys=False))
         print(f"ppokit: training PPO on {args.env_id} (preset: {preset_name or 'none, defaults'}) for {config.total_steps:,} steps, seed {config.seed}")
@@ -169,7 +174,8 @@ def _eval(args) -> int:
         raise _usage_error(f"--episodes must be at least 1, got {args.episodes}")
     agent = PPO.load(args.run_dir, progress_bar=False)
     if agent.env_id is None:
-        raise _usage_error(f"{args.run_dir} was trained on an env factory, not a registered id; evaluate it from Python with ppokit.gym.evaluate.evaluate_policy")
+        raise _usage_error(f"{args.run_dir} was trained on an env factory, not a registered id; "
+                           "evaluate it from Python with ppokit.gym.evaluate.evaluate_policy")
     returns = evaluate_policy(agent, episodes=args.episodes, deterministic=args.deterministic, seed=args.seed)
     result = _write_eval(Path(args.run_dir), returns, deterministic=args.deterministic)
     mode = "deterministic" if args.deterministic else "stochastic"

@@ -32,7 +32,8 @@ def write_model_card(run_dir: Path) -> Path:
     if eval_path.is_file():
         result = json.loads(eval_path.read_text())
         mode = "deterministic" if result.get("deterministic") else "stochastic"
-        lines += ["## Evaluation", "", f"Mean return **{result['mean_return']:.2f} +- {result['std_return']:.2f}** over {result['episodes']} {mode} episodes.", ""]
+        summary = f"Mean return **{result['mean_return']:.2f} +- {result['std_return']:.2f}** over {result['episodes']} {mode} episodes."
+        lines += ["## Evaluation", "", summary, ""]
     if (run_dir / "curves.png").is_file():
         lines += ["## Learning curve", "", "![episodic return during training](curves.png)", ""]
     lines += [

@@ -36,7 +36,7 @@ class RunningMeanStd:
         self.count[...] = total
 
     @classmethod
-    def fresh(cls, shape: tuple[int, ...] = (), device=None) -> "RunningMeanStd":
+    def fresh(cls, shape: tuple[int, ...] = (), device=None) -> RunningMeanStd:
         """Statistics in a store of their own: mean 0, variance 1, a tiny count the first batch outweighs.
 
         ``device``: keep them as torch tensors there (None: numpy arrays).

@@ -1,15 +1,16 @@
-"""The PPO update: epochs x shuffled minibatches (x gradient accumulation) over one rollout."""
+"""The PPO minibatch step with autograd (x gradient accumulation), run by the core's one update loop."""
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
-from ppokit.core.batch import micro_batch_slices, minibatch_indices
+from ppokit.core.batch import micro_batch_slices
 from ppokit.core.losses import clipped_surrogate, entropy_bonus, masked_whiten, value_loss
 from ppokit.core.settings import UpdateSettings
+from ppokit.core.update_loop import run_update
 
 # evaluate(minibatch) -> (new log-probs, entropies, new values), each shaped like minibatch["logprobs"]
 EvaluateFn = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -33,53 +34,25 @@ def ppo_update(
     finite is skipped (no optimizer step) and counted in ``skipped_steps``;
     ``trailing_skipped_steps`` counts the skipped ones in a row at the end. ``order(epoch)``, if given, is the permutation of
     the samples for that epoch (a caller that scored the samples in the first epoch's minibatch
-    layout passes it, so the first ratio is exactly 1); otherwise ``generator`` draws them.
+    layout passes it, so the first ratio is exactly 1); where it is absent or returns None,
+    ``generator`` draws the permutation.
     ``grad_scaler``: float16 loss scaling (torch.amp.GradScaler); a step whose scaled gradient
     overflowed is skipped like any non-finite step, and the scaler lowers its scale.
     """
     parameters = [p for p in parameters if p.requires_grad]
     num_samples = samples["advantages"].shape[0]
-    device = samples["advantages"].device if hasattr(samples["advantages"], "device") else None
-    totals: dict[str, torch.Tensor] = {}
-    num_minibatches = 0
-    first_ratio_deviation = None
-    stopped_early = False
-    grad_norm_total = 0.0
-    skipped = trailing_skips = 0
+    device = samples["advantages"].device
 
-    for epoch in range(settings.n_epochs):
-        permutation = order(epoch) if order is not None else None
-        for indices in minibatch_indices(num_samples, settings.minibatch_size, generator, permutation):
-            if device is not None:
-                indices = indices.to(device)  # the order is drawn on the CPU generator, whatever the device
-            minibatch = {name: tensor[indices] for name, tensor in samples.items()}
-            stats = _minibatch_step(evaluate, optimizer, parameters, minibatch, settings, grad_scaler)
-            if stats is None:  # target-KL stop: this minibatch was not applied
-                stopped_early = True
-                break
-            if first_ratio_deviation is None:
-                first_ratio_deviation = float(stats["ratio_max_deviation"])
-            if "skipped" in stats:  # non-finite loss or gradient: nothing was applied
-                skipped += 1
-                trailing_skips += 1
-                continue
-            trailing_skips = 0
-            grad_norm_total += float(stats.pop("grad_norm"))
-            for name, value in stats.items():
-                totals[name] = totals.get(name, 0.0) + value
-            num_minibatches += 1
-        if stopped_early:
-            break
+    def step(indices: torch.Tensor):
+        indices = indices.to(device)  # the order is drawn on the CPU generator, whatever the device
+        minibatch = {name: tensor[indices] for name, tensor in samples.items()}
+        return _minibatch_step(evaluate, optimizer, parameters, minibatch, settings, grad_scaler)
 
-    result = {name: float(total) / max(num_minibatches, 1) for name, total in totals.items()}
-    result.pop("ratio_max_deviation", None)
-    result["grad_norm"] = grad_norm_total / max(num_minibatches, 1)
-    result["first_ratio_deviation"] = first_ratio_deviation if first_ratio_deviation is not None else float("nan")
-    result["num_minibatches"] = float(num_minibatches)
-    result["stopped_early"] = float(stopped_early)
-    result["skipped_steps"] = float(skipped)
-    result["trailing_skipped_steps"] = float(trailing_skips)
-    return result
+    def permutation(epoch: int) -> torch.Tensor:
+        given = order(epoch) if order is not None else None
+        return given if given is not None else torch.randperm(num_samples, generator=generator)
+
+    return run_update(step, num_samples, settings, permutation)
 
 
 def _minibatch_step(evaluate, optimizer, parameters, minibatch, settings, grad_scaler=None) -> dict[str, torch.Tensor] | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import random
 from pathlib import Path
 from typing import Any
 
@@ -11,28 +10,35 @@ import gymnasium as gym
 import numpy as np
 
 from ppokit.checkpoint import CHECKPOINT_META_FILE, check_state_dict, list_checkpoints, load_checkpoint, load_model, save_checkpoint, save_model
-from ppokit.config import PPOConfig
 from ppokit.core.advantages import gae, next_values_from
 from ppokit.core.metrics import explained_variance
 from ppokit.core.schedules import make_schedule
 from ppokit.core.settings import UpdateSettings
 from ppokit.errors import CheckpointError, ConfigError, NonFiniteError
+from ppokit.gym.callbacks import BestModelSaver, as_callbacks
+from ppokit.gym.config import PPOConfig
 from ppokit.gym.envs import EnvSource, describe, make_env, make_vector_env
 from ppokit.gym.numpy_engine import NumpyEngine
 from ppokit.gym.policy import Policy
 from ppokit.gym.presets import has_preset, load_preset
-from ppokit.gym import run_state
-from ppokit.gym.callbacks import BestModelSaver, as_callbacks
 from ppokit.gym.rollout import RolloutCollector
-from ppokit.signals import StopRequest
 from ppokit.gym.spaces import space_from_json, space_to_json
-from ppokit.logging import RunLogger
+from ppokit.run_logging import RunLogger
+from ppokit.signals import StopRequest
 
 # a function of the metrics, an object with on_update(metrics), or a list of them; False stops training
 Callback = Any
 
 
 AUTO_PRESET = "auto"
+# checkpoint array names: the model's and the optimizer's under their own prefix
+MODEL_PREFIX = "model/"
+OPTIMIZER_PREFIX = "engine/"
+
+
+def split_checkpoint_arrays(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    return {"model": {name[len(MODEL_PREFIX):]: array for name, array in arrays.items() if name.startswith(MODEL_PREFIX)},
+            "optimizer": {name[len(OPTIMIZER_PREFIX):]: array for name, array in arrays.items() if name.startswith(OPTIMIZER_PREFIX)}}
 
 
 def resolve_preset_name(env: EnvSource | None, preset: str | None) -> str | None:
@@ -61,23 +67,26 @@ def resolve_config(env: EnvSource | None, config: PPOConfig | dict | None, prese
 class PPO:
     """PPO on a Gymnasium env given by id (``"CartPole-v1"``) or by a factory returning a ``gym.Env``."""
 
-    def __init__(self, env: EnvSource, config: PPOConfig | dict | None = None, *, preset: str | None = AUTO_PRESET, run_dir: str | Path | None = None,
-                 progress_bar: bool | None = None, verbose: bool = True):
+    def __init__(self, env: EnvSource | None, config: PPOConfig | dict | None = None, *, preset: str | None = AUTO_PRESET, run_dir: str | Path | None = None,
+                 progress_bar: bool | None = None, verbose: bool = True, spaces: tuple[gym.Space, gym.Space] | None = None):
         """``config``: a PPOConfig (used as given), or a dict of keys applied over ``preset``: by default
         the preset named like the env id when there is one (as `ppokit train` does); None starts from
-        PPOConfig's defaults."""
+        PPOConfig's defaults. ``spaces``: the (observation, action) spaces when they are known, so no
+        env is built to read them (``env`` may then be None: a model that only predicts).
+
+        Every random stream is the agent's own, seeded from ``config.seed``; Python's and numpy's
+        global random states are neither read nor changed."""
         self.env_source = env
         self.config = resolve_config(env, config, preset)
         self.preset_name = None if isinstance(config, PPOConfig) else resolve_preset_name(env, preset)
-        probe = make_env(env, self.config.env_kwargs)
-        spaces = (probe.observation_space, probe.action_space)
-        probe.close()
-        self._setup(spaces[0], spaces[1], run_dir, progress_bar, verbose)
-
-    def _setup(self, observation_space, action_space, run_dir, progress_bar, verbose) -> None:
+        if spaces is None:
+            if env is None:
+                raise ConfigError("PPO needs an environment (an id or a factory), or its spaces= to build a model without one")
+            probe = make_env(env, self.config.env_kwargs)
+            spaces = (probe.observation_space, probe.action_space)
+            probe.close()
+        observation_space, action_space = spaces
         config = self.config
-        random.seed(config.seed)
-        np.random.seed(config.seed)
         # separate streams: actions, minibatch order, initial weights, predict() sampling
         action_seed, shuffle_seed, init_seed, predict_seed = np.random.SeedSequence(config.seed).spawn(4)
         self.rng = np.random.default_rng(action_seed)
@@ -117,7 +126,7 @@ class PPO:
         return self.policy.action_space
 
     # ------------------------------------------------------------------ training
-    def learn(self, total_steps: int | None = None, callback: Callback | None = None) -> "PPO":
+    def learn(self, total_steps: int | None = None, callback: Callback | None = None) -> PPO:
         """Train for ``total_steps`` more env steps (default: config.total_steps).
 
         A model loaded from an unfinished checkpoint continues its plan when ``total_steps`` is None,
@@ -238,8 +247,59 @@ class PPO:
         if not np.isfinite(self.policy.params.flat).all():
             self.logger.message(f"warning: update {self.num_updates}: weights are not finite; no checkpoint written (the last good one is kept)")
             return None
-        arrays, state = run_state.capture(self)
-        return save_checkpoint(self.run_dir, self.num_updates, arrays, state, self.config.keep_checkpoints)
+        state = self.state_dict()
+        arrays = {MODEL_PREFIX + name: array for name, array in state["model"].items()}
+        arrays |= {OPTIMIZER_PREFIX + name: array for name, array in state["optimizer"].items()}
+        meta = {"env_id": self.env_id, "config": self.config.to_dict(), "observation_space": space_to_json(self.observation_space),
+                "action_space": space_to_json(self.action_space), "engine": self.engine.name, **state["training"]}
+        return save_checkpoint(self.run_dir, self.num_updates, arrays, meta, self.config.keep_checkpoints)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training exactly, at an update boundary: ``model`` (weights and
+        normalizer statistics) and ``optimizer`` (the engine's state) as numpy arrays, ``training``
+        (counters, schedule position, recent returns and every random stream of the agent) as JSON values."""
+        training = {
+            "global_step": self.global_step,
+            "num_updates": self.num_updates,
+            "plan": dict(self.plan),
+            "consecutive_skipped_steps": self.consecutive_skipped_steps,
+            "best_eval_return": self.best_eval_return,
+            "recent_returns": list(self.recent_returns),
+            "rng": {
+                "actions": self.rng.bit_generator.state,
+                "minibatch_order": self.shuffle_rng.bit_generator.state,
+                "predict": self.predict_rng.bit_generator.state,
+                "env_action_space": self.envs.action_space.np_random.bit_generator.state if self.envs is not None else None,
+            },
+            # episodes in flight are not saved: the envs restart, reset with this seed (a function of the position)
+            "env_reset_seed": self.config.seed + 1_000_003 * (self.num_updates + 1),
+        }
+        return {"model": self.policy.state_dict(), "optimizer": self.engine.state_dict(), "training": training}
+
+    def load_state_dict(self, state: dict[str, Any], source: str = "state dict") -> None:
+        """Put back what ``state_dict()`` returned (into an agent built with the same config and spaces)."""
+        check_state_dict(self.policy.state_dict(), state["model"], source)
+        if self.engine.name == "numpy":  # (a fresh torch optimizer has no per-parameter state to compare with)
+            check_state_dict(self.engine.state_dict(), state["optimizer"], source)
+        self.policy.params.load_state_dict(state["model"])
+        self.engine.load_state_dict(state["optimizer"])
+        training = state["training"]
+        try:
+            self.global_step = int(training["global_step"])
+            self.num_updates = int(training["num_updates"])
+            self.plan = {"start_update": int(training["plan"]["start_update"]), "updates": int(training["plan"]["updates"])}
+            self.consecutive_skipped_steps = int(training.get("consecutive_skipped_steps", 0))
+            best = training.get("best_eval_return")
+            self.best_eval_return = None if best is None else float(best)
+            self.recent_returns = [float(r) for r in training.get("recent_returns", [])]
+            rng = training["rng"]
+            self.rng.bit_generator.state = rng["actions"]
+            self.shuffle_rng.bit_generator.state = rng["minibatch_order"]
+            self.predict_rng.bit_generator.state = rng["predict"]
+            self.pending_env_state = {"seed": int(training["env_reset_seed"]), "action_space": rng.get("env_action_space")}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{source}: checkpoint state is incomplete or malformed ({type(exc).__name__}: {exc})") from None
 
     def _train_on_rollout(self, settings: UpdateSettings) -> tuple[dict[str, float], float, list[tuple[float, int]]]:
         """Collect a rollout, score it, compute advantages and run the update.
@@ -270,10 +330,7 @@ class PPO:
         return stats, explained_variance(samples["values"], samples["returns"]), episodes
 
     def _update_settings(self, clip_range: float) -> UpdateSettings:
-        c = self.config
-        return UpdateSettings(n_epochs=c.n_epochs, minibatch_size=c.minibatch_size, clip_range=clip_range,
-                              clip_range_vf=c.clip_range_vf, ent_coef=c.ent_coef, vf_coef=c.vf_coef,
-                              max_grad_norm=c.max_grad_norm, target_kl=c.target_kl, normalize_advantage=c.normalize_advantage)
+        return self.config.update_settings(clip_range=clip_range)
 
     def _ensure_envs(self) -> None:
         if self.envs is not None:
@@ -329,7 +386,8 @@ class PPO:
         return save_model(directory, self.policy.state_dict(), metadata)
 
     @classmethod
-    def load(cls, directory: str | Path, env: EnvSource | None = None, *, run_dir: str | Path | None = None, progress_bar: bool | None = None, verbose: bool = True) -> "PPO":
+    def load(cls, directory: str | Path, env: EnvSource | None = None, *, run_dir: str | Path | None = None, progress_bar: bool | None = None,
+             verbose: bool = True) -> PPO:
         """Rebuild a saved model or a training checkpoint.
 
         ``directory`` is a model folder (model.json: weights and normalizer statistics), a checkpoint
@@ -353,13 +411,13 @@ class PPO:
             action_space = space_from_json(meta["action_space"])
         except KeyError as exc:
             raise CheckpointError(f"{source}: metadata lacks the field {exc.args[0]!r}") from None
-        agent = cls.__new__(cls)
-        agent.env_source = env if env is not None else meta.get("env_id")
-        agent.config = config
-        agent.preset_name = None  # the config is stored whole; which preset it came from is in the run's config.yaml
-        agent._setup(observation_space, action_space, run_dir, progress_bar, verbose)
+        # the config is stored whole (which preset it came from is in the run's config.yaml)
+        agent = cls(env if env is not None else meta.get("env_id"), config, run_dir=run_dir, progress_bar=progress_bar, verbose=verbose,
+                    spaces=(observation_space, action_space))
         if is_checkpoint:
-            run_state.restore(agent, arrays, meta, source)
+            if meta.get("engine") != agent.engine.name:
+                raise CheckpointError(f"{source}: written by the {meta.get('engine')!r} engine, but the config selects {agent.engine.name!r}")
+            agent.load_state_dict(split_checkpoint_arrays(arrays) | {"training": meta}, source)
             agent.resumed_from = checkpoint_dir
         else:
             check_state_dict(agent.policy.state_dict(), arrays, source)
@@ -373,7 +431,7 @@ def make_engine(policy: Policy, config: PPOConfig):
     if config.engine == "torch":
         from ppokit.gym.torch_engine import TorchEngine  # imports torch: only when asked for
 
-        return TorchEngine(policy.params, policy.dist, config.activation, config.learning_rate, config.adam_eps, config.torch_threads, config.seed)
+        return TorchEngine(policy.params, policy.dist, config.activation, config.learning_rate, config.adam_eps, config.torch_threads)
     return NumpyEngine(policy.params, policy.dist, config.activation, config.learning_rate, config.adam_eps)
 
 

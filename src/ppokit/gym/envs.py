@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Union
+from collections.abc import Callable
+from typing import Union
 
 import gymnasium as gym
 from gymnasium.vector import AutoresetMode
@@ -11,7 +12,7 @@ from gymnasium.vector import AutoresetMode
 from ppokit.errors import EnvError
 from ppokit.gym.envpool_backend import EnvpoolVectorEnv
 
-EnvSource = Union[str, Callable[[], gym.Env]]
+EnvSource = Union[str, Callable[[], gym.Env]]  # noqa: UP007 (a runtime alias: X | Y needs Python 3.10 objects on both sides)
 
 
 def describe(source: EnvSource) -> str:

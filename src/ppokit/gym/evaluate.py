@@ -7,7 +7,8 @@ import numpy as np
 from ppokit.gym.envs import EnvSource, make_vector_env
 
 
-def evaluate_policy(agent, env: EnvSource | None = None, episodes: int = 20, deterministic: bool = True, seed: int | None = None, max_envs: int = 8) -> list[float]:
+def evaluate_policy(agent, env: EnvSource | None = None, episodes: int = 20, deterministic: bool = True, seed: int | None = None,
+                    max_envs: int = 8) -> list[float]:
     """Returns the undiscounted return of each of ``episodes`` episodes.
 
     Each env copy runs a fixed share of the episodes, so short episodes are not over-counted

@@ -10,9 +10,9 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from ppokit.config import PPOConfig
-from ppokit.gym.distributions import DiagGaussian, make_distribution
 from ppokit.core.running_stats import RunningMeanStd
+from ppokit.gym.config import PPOConfig
+from ppokit.gym.distributions import DiagGaussian, make_distribution
 from ppokit.gym.normalize import ObservationNormalizer, RewardScaler
 from ppokit.gym.numpy_mlp import NumpyMLP
 from ppokit.gym.params import PolicyParameters

@@ -74,9 +74,8 @@ class TorchActorCritic(nn.Module):
 class TorchEngine:
     name = "torch"
 
-    def __init__(self, params: PolicyParameters, dist, activation: str, learning_rate: float, adam_eps: float, threads: int, seed: int):
-        torch.set_num_threads(threads)
-        torch.manual_seed(seed)
+    def __init__(self, params: PolicyParameters, dist, activation: str, learning_rate: float, adam_eps: float, threads: int):
+        torch.set_num_threads(threads)  # (nothing here draws random numbers: torch's global RNG is left alone)
         self.module = TorchActorCritic(params, dist, activation)
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=learning_rate, eps=adam_eps, fused=True)
 
@@ -85,15 +84,14 @@ class TorchEngine:
             group["lr"] = learning_rate
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Adam's moments and step counts per parameter, plus torch's RNG state, as numpy arrays."""
-        arrays = {"torch_rng": torch.get_rng_state().numpy()}
+        """Adam's moments and step counts per parameter, as numpy arrays."""
+        arrays = {}
         for i, param in enumerate(self.module.parameters()):
             for name, value in self.optimizer.state.get(param, {}).items():
                 arrays[f"adam.{i}.{name}"] = value.detach().cpu().numpy()
         return arrays
 
     def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
-        torch.set_rng_state(torch.from_numpy(arrays["torch_rng"].copy()))
         for i, param in enumerate(self.module.parameters()):
             state = {name.split(".", 2)[2]: torch.from_numpy(array.copy()) for name, array in arrays.items() if name.startswith(f"adam.{i}.")}
             if state:

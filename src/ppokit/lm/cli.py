@@ -28,7 +28,8 @@ def add_lm_parser(sub) -> None:
     for name in ("sft", "rm", "ppo"):
         command = commands.add_parser(name, help=helps[name], description=f"{helps[name]}. Config precedence: defaults < --config FILE < key=value.",
                                       epilog=f"example: {examples[name]}")
-        command.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint (its config; only device=... may change)")
+        command.add_argument("--resume", metavar="RUN_DIR",
+                             help="continue the run in RUN_DIR from its newest checkpoint (its config; only device=... may change)")
         command.add_argument("--config", metavar="FILE", help="YAML file of config keys")
         command.add_argument("--seed", type=int, help="random seed (overrides the config)")
         command.add_argument("--run-dir", metavar="DIR", help=f"where logs, checkpoints and the model go (default: runs/lm-{name}-seedN-TIMESTAMP)")
@@ -66,7 +67,8 @@ def add_lm_parser(sub) -> None:
 
 def _add_placement_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps (default auto)")
-    parser.add_argument("--precision", default="auto", help="fp32, bf16-mixed, fp16-mixed (CUDA), bf16, or auto: bf16-mixed on CUDA, fp32 elsewhere (default auto)")
+    parser.add_argument("--precision", default="auto",
+                        help="fp32, bf16-mixed, fp16-mixed (CUDA), bf16, or auto: bf16-mixed on CUDA, fp32 elsewhere (default auto)")
 
 
 def _trainer_class(name: str):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ppokit.config import ConfigBase
+from ppokit.core.settings import UpdateFields
 from ppokit.errors import ConfigError
 
 
@@ -134,8 +135,11 @@ class RewardModelConfig(_SupervisedSettings, _RunSettings, ConfigBase):
 
 
 @dataclass
-class LMPPOConfig(ConfigBase, _RunSettings):
-    """PPO of a causal LM against a reward (model and/or function) with a per-token KL penalty to a reference."""
+class LMPPOConfig(ConfigBase, _RunSettings, UpdateFields):
+    """PPO of a causal LM against a reward (model and/or function) with a per-token KL penalty to a reference.
+
+    The update's fields (n_epochs ... normalize_advantage) are ppokit.core's UpdateFields, validated there;
+    this class changes only their defaults."""
 
     # --- models and data ---
     policy: str = ""
@@ -198,11 +202,14 @@ class LMPPOConfig(ConfigBase, _RunSettings):
     score_clip: float | None = None
     """Clip (normalized) scores to [-score_clip, score_clip]; null disables."""
 
-    # --- PPO update (ppokit.core) ---
+    # --- PPO update (ppokit.core's UpdateFields, with language-model defaults) ---
     n_epochs: int = 4
-    """Passes over each rollout."""
     minibatch_size: int = 16
-    """Responses per gradient step."""
+    clip_range_vf: float | None = 0.2
+    vf_coef: float = 0.1
+    max_grad_norm: float | None = 1.0
+    normalize_advantage: bool = False
+    """Whiten advantages per minibatch as well (whiten_advantages already whitens over the whole rollout)."""
     grad_accum_steps: int = 1
     """Split each minibatch into this many micro-batches (same result, less memory)."""
     learning_rate: float = 1e-5
@@ -213,31 +220,20 @@ class LMPPOConfig(ConfigBase, _RunSettings):
     """Discount over response tokens."""
     gae_lambda: float = 0.95
     """GAE lambda over response tokens."""
-    clip_range: float = 0.2
-    """PPO ratio clip."""
-    clip_range_vf: float | None = 0.2
-    """Clip the value update around the old values; null disables."""
-    vf_coef: float = 0.1
-    """Weight of the value loss."""
-    ent_coef: float = 0.0
-    """Weight of the entropy bonus."""
-    max_grad_norm: float | None = 1.0
-    """Global gradient-norm clip; null disables it."""
-    target_kl: float | None = None
-    """Stop an update's epochs once the approximate KL between old and new policy exceeds 1.5 x this."""
     whiten_advantages: bool = True
     """Whiten advantages over all real response tokens of the rollout."""
 
     def validate(self) -> None:
         self._validate_run_settings()
-        for name in ("total_episodes", "batch_size", "max_new_tokens", "n_epochs", "minibatch_size", "grad_accum_steps", "kl_horizon"):
+        self.validate_update_fields()
+        for name in ("total_episodes", "batch_size", "max_new_tokens", "grad_accum_steps", "kl_horizon"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
         for name in ("generation_batch_size", "forward_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer or null (batch_size), got {getattr(self, name)}")
-        _positive(self, ["learning_rate", "adam_eps", "clip_range", "temperature", "kl_target"])
-        _non_negative(self, ["kl_coef", "vf_coef", "ent_coef", "clip_range_vf", "max_grad_norm", "target_kl", "missing_eos_penalty", "score_clip"])
+        _positive(self, ["learning_rate", "adam_eps", "temperature", "kl_target"])
+        _non_negative(self, ["kl_coef", "missing_eos_penalty", "score_clip"])
         if self.top_k < 0:
             raise ConfigError(f"top_k must be 0 (disabled) or positive, got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:

@@ -29,23 +29,36 @@ from ppokit.core.losses import kl_k1, kl_k3, masked_whiten
 from ppokit.core.metrics import explained_variance
 from ppokit.core.running_stats import RunningMeanStd
 from ppokit.core.schedules import AdaptiveKLController, FixedKLController
-from ppokit.core.settings import UpdateSettings
 from ppokit.core.update import ppo_update
 from ppokit.errors import CheckpointError, ConfigError
-from ppokit.lm.checkpoints import (load_training_state, python_random_state, restore_training_state, resume_overrides, save_training_state,
-                                   set_python_random_state)
+from ppokit.lm.checkpoints import (
+    load_training_state,
+    python_random_state,
+    restore_training_state,
+    resume_overrides,
+    save_training_state,
+    set_python_random_state,
+)
 from ppokit.lm.config import LMPPOConfig, apply_run_settings
 from ppokit.lm.data import load_located_rows, prompt_of
 from ppokit.lm.device import placed, resolve_device, write_run_info
 from ppokit.lm.encoding import encode_prompt
 from ppokit.lm.generation import GenerationSettings, sample_responses
-from ppokit.lm.models import (context_length, disable_dropout, enable_gradient_checkpointing, load_causal_lm, load_scalar_model, load_tokenizer,
-                              resize_for_tokenizer, save_pretrained)
+from ppokit.lm.models import (
+    context_length,
+    disable_dropout,
+    enable_gradient_checkpointing,
+    load_causal_lm,
+    load_scalar_model,
+    load_tokenizer,
+    resize_for_tokenizer,
+    save_pretrained,
+)
 from ppokit.lm.precision import Precision
 from ppokit.lm.reward_model import token_scores
 from ppokit.lm.rewards import FunctionReward, ResponseBatch, RewardModelReward, SumReward, load_function
 from ppokit.lm.sequences import causal_inputs, last_token_index, pad_sequences, token_entropy, token_logprobs, truncate_at_eos
-from ppokit.logging import MetricsLogger
+from ppokit.run_logging import MetricsLogger
 from ppokit.signals import StopRequest
 
 KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
@@ -114,10 +127,7 @@ class LMPPOTrainer:
         # fused: one kernel for all parameters; with small models the per-tensor optimizer overhead is ~5% of an update
         self.optimizer = torch.optim.Adam(self.parameters, lr=config.learning_rate, eps=config.adam_eps, fused=self.device.type in ("cpu", "cuda"))
         self.grad_scaler = self.precision.grad_scaler()
-        self.settings = UpdateSettings(n_epochs=config.n_epochs, minibatch_size=config.minibatch_size, clip_range=config.clip_range,
-                                       clip_range_vf=config.clip_range_vf, ent_coef=config.ent_coef, vf_coef=config.vf_coef,
-                                       max_grad_norm=config.max_grad_norm, target_kl=config.target_kl,
-                                       normalize_advantage=False, grad_accum_steps=config.grad_accum_steps)
+        self.settings = config.update_settings(grad_accum_steps=config.grad_accum_steps)
         self.order_rng = random.Random(config.seed)
         self.prompt_queue: list[int] = []  # prompt indices still to visit in the current shuffled pass
         self.minibatch_generator = torch.Generator().manual_seed(config.seed)
@@ -474,7 +484,7 @@ class LMPPOTrainer:
                                    self.config.keep_checkpoints, self.device, arrays, self.grad_scaler)
 
     @classmethod
-    def resume(cls, run_dir: str | Path, overrides: dict | None = None, **kwargs) -> "LMPPOTrainer":
+    def resume(cls, run_dir: str | Path, overrides: dict | None = None, **kwargs) -> LMPPOTrainer:
         """The trainer of ``run_dir``'s newest checkpoint, ready to continue with ``train()``.
 
         The config is the checkpoint's (``overrides`` may change ``device`` only); models, rewards

@@ -31,7 +31,7 @@ class Precision:
     device: torch.device
 
     @classmethod
-    def resolve(cls, name: str, device: torch.device) -> "Precision":
+    def resolve(cls, name: str, device: torch.device) -> Precision:
         if name not in PRECISIONS:
             raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {name!r}")
         if name == "auto":

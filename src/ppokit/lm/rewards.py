@@ -3,7 +3,8 @@ device of ``batch.sequence_ids``, and ``source.models``, the reward models it ru
 places them on its device and in its inference dtype).
 
 A reward model and a plain Python function ``(prompt, response) -> float`` are both sources, and
-``SumReward`` adds several. For chat prompts a function receives the prompt's message list. A function that raises, or returns something other than a finite number,
+``SumReward`` adds several. For chat prompts a function receives the prompt's message list. A function that raises,
+or returns something other than a finite number,
 stops the run with a RewardError naming the function, the prompt and the response (the trainer keeps
 its last checkpoint and logs).
 """
@@ -13,9 +14,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 

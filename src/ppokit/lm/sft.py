@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from ppokit.lm.chat import encode_conversation
 from ppokit.lm.config import SFTConfig
 from ppokit.lm.encoding import check_length, encode_prompt_and_response
-from ppokit.lm.chat import encode_conversation
 from ppokit.lm.models import load_causal_lm
 from ppokit.lm.sequences import causal_inputs, pad_sequences
 from ppokit.lm.supervised_loop import SupervisedTrainer

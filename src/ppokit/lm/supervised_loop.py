@@ -14,14 +14,21 @@ from pathlib import Path
 import torch
 
 from ppokit.errors import CheckpointError, ConfigError
-from ppokit.lm.checkpoints import (load_training_state, python_random_state, restore_training_state, resume_overrides, save_training_state,
-                                   set_python_random_state, trainable_parameters)
+from ppokit.lm.checkpoints import (
+    load_training_state,
+    python_random_state,
+    restore_training_state,
+    resume_overrides,
+    save_training_state,
+    set_python_random_state,
+    trainable_parameters,
+)
 from ppokit.lm.config import apply_run_settings
 from ppokit.lm.data import train_and_eval_rows
 from ppokit.lm.device import resolve_device, write_run_info
 from ppokit.lm.models import context_length, enable_gradient_checkpointing, load_tokenizer, resize_for_tokenizer, save_pretrained
 from ppokit.lm.precision import Precision
-from ppokit.logging import MetricsLogger
+from ppokit.run_logging import MetricsLogger
 from ppokit.signals import StopRequest
 
 
@@ -186,7 +193,7 @@ class SupervisedTrainer:
                                    self.device, grad_scaler=self.grad_scaler)
 
     @classmethod
-    def resume(cls, run_dir: str | Path, overrides: dict | None = None, **kwargs) -> "SupervisedTrainer":
+    def resume(cls, run_dir: str | Path, overrides: dict | None = None, **kwargs) -> SupervisedTrainer:
         """The trainer of ``run_dir``'s newest checkpoint, ready to continue with ``train()``.
 
         The config is the checkpoint's (``overrides`` may change ``device`` only); rows and models

@@ -15,8 +15,8 @@ the reward model and PPO are for.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 DIGITS = [str(d) for d in range(10)]
 POSITIVE = ["great", "wonderful", "delicious", "amazing", "excellent", "lovely", "fun", "friendly", "perfect", "superb"]

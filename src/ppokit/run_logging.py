@@ -113,7 +113,7 @@ class RunLogger:
                 if "/" in name and value is not None and math.isfinite(value):
                     self._tb.add_scalar(name, value, global_step)
             if episodes:
-                for ret, length in episodes:
+                for ret, _length in episodes:
                     self._tb.add_scalar("charts/episode_return_each", ret, global_step)
         recent = self.recent_mean_return
         self._bar.update(global_step - self._bar.n)

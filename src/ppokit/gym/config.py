@@ -1,0 +1,135 @@
+"""Typed configuration for Gymnasium training: defaults, YAML presets, overrides and validation.
+
+Precedence, lowest first: the defaults below < a preset < a --config YAML file < key=value
+overrides < explicit command-line flags (--seed, --total-steps).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ppokit.config import ConfigBase, check_range
+from ppokit.core.settings import UpdateFields
+from ppokit.errors import ConfigError
+
+
+@dataclass
+class PPOConfig(ConfigBase, UpdateFields):
+    """Hyperparameters of one PPO run on a Gymnasium environment; the update's own (n_epochs, minibatch_size,
+    clip_range, ...) come from UpdateFields with their defaults."""
+
+    # --- rollout ---
+    n_envs: int = 8
+    """Number of environment copies stepped together."""
+    vec_env: Literal["auto", "sync", "async", "vector"] = "auto"
+    """'sync' steps the copies in this process; 'async' runs one process each (for costly envs);
+    'vector' uses the env's own numpy-vectorized implementation (CartPole); 'auto' picks 'vector'
+    where it exists, else 'sync'. Applies to the gymnasium backend."""
+    env_backend: Literal["gymnasium", "envpool"] = "gymnasium"
+    """'envpool' steps the copies in envpool's C++ pool (pip install 'ppokit[envpool]'; its ids only).
+    Not the default: on the 2-core benchmark machine it was no faster than gymnasium for CartPole,
+    Pendulum and HalfCheetah (benchmarks/README.md)."""
+    n_steps: int = 256
+    """Steps collected per env before each update; one rollout is n_envs * n_steps samples."""
+    total_steps: int = 1_000_000
+    """Environment steps to train for (summed over the env copies)."""
+    env_kwargs: dict = field(default_factory=dict)
+    """Keyword arguments passed to gymnasium.make."""
+
+    # --- returns and advantages ---
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda: 0 is one-step TD, 1 is Monte Carlo."""
+    bootstrap_truncated: bool = True
+    """Bootstrap time-limit truncations from V(final observation) instead of treating them as terminal."""
+
+    # --- optimization ---
+    learning_rate: float = 3e-4
+    """Adam learning rate (initial value when lr_schedule is 'linear')."""
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    """'linear' anneals the learning rate to 0 over training."""
+    adam_eps: float = 1e-5
+    """Adam epsilon."""
+    clip_schedule: Literal["constant", "linear"] = "constant"
+    """'linear' anneals the clip range to 0 over training."""
+
+    # --- normalization (statistics are saved inside the model) ---
+    normalize_obs: bool = False
+    """Normalize observations with running mean and variance."""
+    normalize_reward: bool = False
+    """Scale rewards by the running standard deviation of the discounted return."""
+    obs_clip: float = 10.0
+    """Clip normalized observations to [-obs_clip, obs_clip]."""
+    reward_clip: float = 10.0
+    """Clip scaled rewards to [-reward_clip, reward_clip]."""
+
+    # --- policy network ---
+    hidden_sizes: list = field(default_factory=lambda: [64, 64])
+    """Hidden layer widths of both the actor and the critic."""
+    activation: Literal["tanh", "relu"] = "tanh"
+    """Hidden activation."""
+    ortho_init: bool = True
+    """Orthogonal init: gain sqrt(2) hidden, 0.01 policy head, 1.0 value head."""
+    log_std_init: float = 0.0
+    """Initial log standard deviation of continuous actions (state-independent)."""
+
+    # --- run ---
+    seed: int = 0
+    """Seed of torch, numpy, the envs and their action spaces."""
+    engine: Literal["numpy", "torch"] = "numpy"
+    """What scores rollouts and runs the update: 'numpy' (hand-written gradients, fastest for these
+    MLPs) or 'torch' (autograd through ppokit.core, the reference path)."""
+    torch_threads: int = 1
+    """Threads torch may use with engine 'torch'; small networks run fastest on one."""
+    eval_episodes: int = 20
+    """Episodes of the evaluation at the end of `ppokit train` (and of each periodic evaluation)."""
+    eval_interval: int = 0
+    """Evaluate every this many updates and keep the best model in run_dir/best_model; 0 disables."""
+    checkpoint_interval: int = 50
+    """Write a full training checkpoint every this many updates (and at the end); 0: only at the end."""
+    keep_checkpoints: int = 3
+    """How many of the newest checkpoints to keep."""
+    max_nonfinite_steps: int = 10
+    """Gradient steps in a row with a non-finite loss or gradient (each skipped) before the run stops."""
+    log_interval: int = 1
+    """Print a console summary every this many updates."""
+    tensorboard: bool = True
+    """Write TensorBoard event files into the run directory."""
+
+    def validate(self) -> None:
+        """Check every value's range and the ways they must agree with each other."""
+        self.validate_update_fields()
+        positive_ints = ["n_envs", "n_steps", "total_steps", "eval_episodes", "log_interval", "torch_threads", "keep_checkpoints", "max_nonfinite_steps"]
+        for name in positive_ints:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        check_range("gamma", self.gamma, 0.0, 1.0)
+        check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        for name in ["learning_rate", "adam_eps", "obs_clip", "reward_clip"]:
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number, got {value}")
+        for name in ["eval_interval", "checkpoint_interval"]:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 (disabled) or a positive number of updates, got {getattr(self, name)}")
+        if not self.hidden_sizes or any((not isinstance(h, int)) or h < 1 for h in self.hidden_sizes):
+            raise ConfigError(f"hidden_sizes must be a non-empty list of positive integers, got {self.hidden_sizes}")
+        rollout = self.n_envs * self.n_steps
+        if self.total_steps < rollout:
+            raise ConfigError(
+                f"total_steps={self.total_steps} is smaller than one rollout "
+                f"(n_envs * n_steps = {self.n_envs} * {self.n_steps} = {rollout}); "
+                f"raise total_steps to at least {rollout} or lower n_envs / n_steps"
+            )
+        if self.minibatch_size > rollout:
+            raise ConfigError(
+                f"minibatch_size={self.minibatch_size} is larger than one rollout "
+                f"(n_envs * n_steps = {rollout}); expected minibatch_size <= {rollout}"
+            )
+
+    @property
+    def rollout_size(self) -> int:
+        return self.n_envs * self.n_steps
