@@ -153,3 +153,40 @@ class CrashingEnv(gym.Env):
         if self.calls >= self.crash_at:
             raise RuntimeError("simulator lost contact")
         return np.zeros(2, np.float32), 1.0, False, self.calls % 10 == 0, {}
+
+
+class PixelCatchEnv(gym.Env):
+    """Catch, seen only as pixels: a ball falls one row a step; move the paddle (left, stay, right) under it.
+
+    A ``size`` x ``size`` grid drawn ``cell`` pixels a cell into a uint8 frame (H, W, 1): the ball and
+    the paddle are bright squares. Reward +1 for a catch, -1 for a miss, at the last step
+    (``size - 1`` steps an episode). A random policy catches about one ball in four. ``fixed_start``:
+    every episode starts alike (for resume tests, where restarted envs must not change the episodes).
+    """
+
+    action_space = gym.spaces.Discrete(3)
+
+    def __init__(self, size: int = 10, cell: int = 4, fixed_start: bool = False):
+        self.size, self.cell, self.fixed_start = size, cell, fixed_start
+        self.observation_space = gym.spaces.Box(0, 255, (size * cell, size * cell, 1), np.uint8)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.ball_row, self.ball_col = 0, 2 if self.fixed_start else int(self.np_random.integers(self.size))
+        self.paddle = self.size - 2 if self.fixed_start else int(self.np_random.integers(self.size))
+        return self._frame(), {}
+
+    def step(self, action):
+        self.paddle = int(np.clip(self.paddle + int(action) - 1, 0, self.size - 1))
+        self.ball_row += 1
+        done = self.ball_row == self.size - 1
+        reward = (1.0 if self.paddle == self.ball_col else -1.0) if done else 0.0
+        return self._frame(), reward, done, False, {}
+
+    def _frame(self):
+        frame = np.zeros(self.observation_space.shape, np.uint8)
+        c = self.cell
+        frame[self.ball_row * c:(self.ball_row + 1) * c, self.ball_col * c:(self.ball_col + 1) * c] = 255
+        bottom = (self.size - 1) * c
+        frame[bottom:bottom + c, self.paddle * c:(self.paddle + 1) * c] = 255
+        return frame

@@ -42,7 +42,7 @@ def _problem(action_space, n=96, seed=0, activation="tanh"):
         "advantages": rng.normal(0, 1, n).astype(np.float32),
         "returns": rng.normal(0, 1, n).astype(np.float32),
     }
-    torch_engine = TorchEngine(policies[1].params, policies[1].dist, activation, config.learning_rate, config.adam_eps, threads=1)
+    torch_engine = TorchEngine.for_parameters(policies[1].params, policies[1].dist, activation, config.learning_rate, config.adam_eps, threads=1)
     return (numpy_engine, policies[0]), (torch_engine, policies[1]), samples
 
 

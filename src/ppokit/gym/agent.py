@@ -15,6 +15,7 @@ from ppokit.core.metrics import explained_variance
 from ppokit.core.schedules import make_schedule
 from ppokit.core.settings import UpdateSettings
 from ppokit.errors import CheckpointError, ConfigError, NonFiniteError
+from ppokit.gym.actor_critic import resolve_policy_and_engine
 from ppokit.gym.callbacks import BestModelSaver, as_callbacks
 from ppokit.gym.config import PPOConfig
 from ppokit.gym.envs import EnvSource, describe, make_env, make_vector_env
@@ -68,11 +69,13 @@ class PPO:
     """PPO on a Gymnasium env given by id (``"CartPole-v1"``) or by a factory returning a ``gym.Env``."""
 
     def __init__(self, env: EnvSource | None, config: PPOConfig | dict | None = None, *, preset: str | None = AUTO_PRESET, run_dir: str | Path | None = None,
-                 progress_bar: bool | None = None, verbose: bool = True, spaces: tuple[gym.Space, gym.Space] | None = None):
+                 progress_bar: bool | None = None, verbose: bool = True, spaces: tuple[gym.Space, gym.Space] | None = None, module=None):
         """``config``: a PPOConfig (used as given), or a dict of keys applied over ``preset``: by default
         the preset named like the env id when there is one (as `ppokit train` does); None starts from
         PPOConfig's defaults. ``spaces``: the (observation, action) spaces when they are known, so no
-        env is built to read them (``env`` may then be None: a model that only predicts).
+        env is built to read them (``env`` may then be None: a model that only predicts). ``module``: a
+        torch.nn.Module of your own mapping a batch of observations to (distribution parameters,
+        values), trained by the torch engine (``ppokit.gym.torch_policy``).
 
         Every random stream is the agent's own, seeded from ``config.seed``; Python's and numpy's
         global random states are neither read nor changed."""
@@ -92,9 +95,8 @@ class PPO:
         self.rng = np.random.default_rng(action_seed)
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
         self.predict_rng = np.random.default_rng(predict_seed)
-        self.policy = Policy(observation_space, action_space, config)
-        self.policy.params.initialize(np.random.default_rng(init_seed), config.ortho_init, config.log_std_init)
-        self.engine = make_engine(self.policy, config)
+        self.policy_kind, engine = resolve_policy_and_engine(config, observation_space, module is not None)
+        self.policy, self.engine = build_policy_and_engine(self.policy_kind, engine, observation_space, action_space, config, init_seed, module)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress_bar = progress_bar
         self.verbose = verbose
@@ -244,14 +246,14 @@ class PPO:
         """Write a full training checkpoint into the run dir (None without a run dir)."""
         if self.run_dir is None:
             return None
-        if not np.isfinite(self.policy.params.flat).all():
+        if not self.policy.weights_finite():
             self.logger.message(f"warning: update {self.num_updates}: weights are not finite; no checkpoint written (the last good one is kept)")
             return None
         state = self.state_dict()
         arrays = {MODEL_PREFIX + name: array for name, array in state["model"].items()}
         arrays |= {OPTIMIZER_PREFIX + name: array for name, array in state["optimizer"].items()}
         meta = {"env_id": self.env_id, "config": self.config.to_dict(), "observation_space": space_to_json(self.observation_space),
-                "action_space": space_to_json(self.action_space), "engine": self.engine.name, **state["training"]}
+                "action_space": space_to_json(self.action_space), "policy": self.policy_kind, "engine": self.engine.name, **state["training"]}
         return save_checkpoint(self.run_dir, self.num_updates, arrays, meta, self.config.keep_checkpoints)
 
     # ------------------------------------------------------------------ state
@@ -282,7 +284,7 @@ class PPO:
         check_state_dict(self.policy.state_dict(), state["model"], source)
         if self.engine.name == "numpy":  # (a fresh torch optimizer has no per-parameter state to compare with)
             check_state_dict(self.engine.state_dict(), state["optimizer"], source)
-        self.policy.params.load_state_dict(state["model"])
+        self.policy.load_state_dict(state["model"])
         self.engine.load_state_dict(state["optimizer"])
         training = state["training"]
         try:
@@ -368,8 +370,7 @@ class PPO:
         obs = np.asarray(observation)
         single = obs.shape == self.observation_space.shape
         batch = obs[None] if single else obs
-        prepared = self.policy.prepare(batch)
-        actions = self.policy.mode(prepared) if deterministic else self.policy.sample(prepared, self.predict_rng)
+        actions = self.policy.act(self.policy.prepare(batch), self.predict_rng, deterministic)
         env_actions = self.policy.actions_to_env(actions)
         return env_actions[0] if single else env_actions
 
@@ -381,19 +382,21 @@ class PPO:
             "config": self.config.to_dict(),
             "observation_space": space_to_json(self.observation_space),
             "action_space": space_to_json(self.action_space),
+            "policy": self.policy_kind,
             "global_step": self.global_step,
         }
         return save_model(directory, self.policy.state_dict(), metadata)
 
     @classmethod
     def load(cls, directory: str | Path, env: EnvSource | None = None, *, run_dir: str | Path | None = None, progress_bar: bool | None = None,
-             verbose: bool = True) -> PPO:
+             verbose: bool = True, module=None) -> PPO:
         """Rebuild a saved model or a training checkpoint.
 
         ``directory`` is a model folder (model.json: weights and normalizer statistics), a checkpoint
         folder, or a run folder with checkpoints/ (its newest checkpoint: optimizer, counters,
         schedule position and random states too, so learn() continues the run and, by default,
-        its logs). ``env`` defaults to the saved env id (needed only to keep learning).
+        its logs). ``env`` defaults to the saved env id (needed only to keep learning). A model trained
+        with a module of your own needs ``module``: a fresh instance of that module, to load the weights into.
         """
         directory = Path(directory)
         is_checkpoint = (directory / CHECKPOINT_META_FILE).exists() or bool(list_checkpoints(directory))
@@ -411,9 +414,11 @@ class PPO:
             action_space = space_from_json(meta["action_space"])
         except KeyError as exc:
             raise CheckpointError(f"{source}: metadata lacks the field {exc.args[0]!r}") from None
+        if meta.get("policy") == "custom" and module is None:
+            raise ConfigError(f"{source} was trained with a torch module of your own: pass a fresh instance as PPO.load(..., module=...)")
         # the config is stored whole (which preset it came from is in the run's config.yaml)
         agent = cls(env if env is not None else meta.get("env_id"), config, run_dir=run_dir, progress_bar=progress_bar, verbose=verbose,
-                    spaces=(observation_space, action_space))
+                    spaces=(observation_space, action_space), module=module)
         if is_checkpoint:
             if meta.get("engine") != agent.engine.name:
                 raise CheckpointError(f"{source}: written by the {meta.get('engine')!r} engine, but the config selects {agent.engine.name!r}")
@@ -421,18 +426,26 @@ class PPO:
             agent.resumed_from = checkpoint_dir
         else:
             check_state_dict(agent.policy.state_dict(), arrays, source)
-            agent.policy.params.load_state_dict(arrays)
+            agent.policy.load_state_dict(arrays)
             agent.global_step = int(meta.get("global_step", 0))
         return agent
 
 
-def make_engine(policy: Policy, config: PPOConfig):
-    """The compute engine that scores rollouts and runs the update (see the 'engine' config key)."""
-    if config.engine == "torch":
+def build_policy_and_engine(kind: str, engine: str, observation_space, action_space, config: PPOConfig, init_seed, module=None):
+    """The actor-critic and the engine that trains it (``ppokit.gym.actor_critic`` says which is which)."""
+    if kind == "mlp":
+        policy = Policy(observation_space, action_space, config)
+        policy.params.initialize(np.random.default_rng(init_seed), config.ortho_init, config.log_std_init)
+        if engine == "numpy":
+            return policy, NumpyEngine(policy.params, policy.dist, config.activation, config.learning_rate, config.adam_eps)
         from ppokit.gym.torch_engine import TorchEngine  # imports torch: only when asked for
 
-        return TorchEngine(policy.params, policy.dist, config.activation, config.learning_rate, config.adam_eps, config.torch_threads)
-    return NumpyEngine(policy.params, policy.dist, config.activation, config.learning_rate, config.adam_eps)
+        return policy, TorchEngine.for_parameters(policy.params, policy.dist, config.activation, config.learning_rate, config.adam_eps, config.torch_threads)
+    from ppokit.gym.torch_engine import TorchEngine
+    from ppokit.gym.torch_policy import TorchPolicy
+
+    policy = TorchPolicy(observation_space, action_space, config, kind, module, init_seed=int(init_seed.generate_state(1)[0]))
+    return policy, TorchEngine(policy, config.learning_rate, config.adam_eps, config.torch_threads)
 
 
 def score_in_minibatches(engine, obs: np.ndarray, actions: np.ndarray, order: np.ndarray, minibatch_size: int) -> tuple[np.ndarray, np.ndarray]:

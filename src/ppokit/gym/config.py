@@ -67,6 +67,10 @@ class PPOConfig(ConfigBase, UpdateFields):
     """Clip scaled rewards to [-reward_clip, reward_clip]."""
 
     # --- policy network ---
+    policy: Literal["auto", "mlp", "cnn"] = "auto"
+    """'mlp': actor and critic MLPs over flat observations; 'cnn': the Nature CNN shared by actor and
+    critic, for image observations (uint8 HxWxC or CxHxW); 'auto': the CNN for images, else the MLP.
+    A torch module of your own is passed as PPO(..., module=...)."""
     hidden_sizes: list = field(default_factory=lambda: [64, 64])
     """Hidden layer widths of both the actor and the critic."""
     activation: Literal["tanh", "relu"] = "tanh"
@@ -79,9 +83,10 @@ class PPOConfig(ConfigBase, UpdateFields):
     # --- run ---
     seed: int = 0
     """Seed of torch, numpy, the envs and their action spaces."""
-    engine: Literal["numpy", "torch"] = "numpy"
-    """What scores rollouts and runs the update: 'numpy' (hand-written gradients, fastest for these
-    MLPs) or 'torch' (autograd through ppokit.core, the reference path)."""
+    engine: Literal["auto", "numpy", "torch"] = "auto"
+    """What scores rollouts and runs the minibatch step: 'numpy' (hand-written gradients, fastest for
+    MLPs over flat observations, the only policy it trains) or 'torch' (autograd, any policy); 'auto':
+    numpy for the MLP, torch otherwise."""
     torch_threads: int = 1
     """Threads torch may use with engine 'torch'; small networks run fastest on one."""
     eval_episodes: int = 20

@@ -1,4 +1,4 @@
-"""The MLP actor-critic as used for acting: observation encoding and normalization, sampling, values.
+"""The numpy MLP actor-critic (``ppokit.gym.actor_critic``'s interface): observation encoding and normalization, sampling, values.
 
 Acting runs in numpy whatever engine trains: a forward pass on a handful of observations costs a few
 microseconds this way, against tens in a framework. The weights live in a PolicyParameters store
@@ -35,6 +35,12 @@ class Policy:
         self.obs_normalizer = ObservationNormalizer(RunningMeanStd(self.params.stats, "obs_normalizer.stats"), config.normalize_obs, config.obs_clip)
         self.reward_scaler = RewardScaler(RunningMeanStd(self.params.stats, "reward_scaler.stats"), config.normalize_reward, config.gamma, config.reward_clip)
 
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        return (self.encoder.size,)
+
+    obs_dtype = np.dtype(np.float32)
+
     def prepare(self, raw_obs, update_stats: bool = False) -> np.ndarray:
         """Raw env observations -> the normalized float32 [batch, size] array the networks take."""
         return self.obs_normalizer(self.encoder(raw_obs), update=update_stats)
@@ -45,6 +51,20 @@ class Policy:
     def mode(self, obs: np.ndarray) -> np.ndarray:
         return self.dist.mode(self.actor.forward(obs))
 
+    def act(self, obs: np.ndarray, rng: np.random.Generator, deterministic: bool = False) -> np.ndarray:
+        return self.mode(obs) if deterministic else self.sample(obs, rng)
+
+    def evaluate_actions(self, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(log-probs, entropies, values), without gradients (the numpy engine computes its own)."""
+        logprob, entropy, _ = self.dist.log_prob_entropy(self.actor.forward(obs), actions, self.log_std)
+        return logprob, entropy, self.value(obs)
+
+    def is_finite(self, raw_obs) -> bool:
+        return self.encoder.is_finite(raw_obs)
+
+    def weights_finite(self) -> bool:
+        return bool(np.isfinite(self.params.flat).all())
+
     def value(self, obs: np.ndarray) -> np.ndarray:
         return self.critic.forward(obs)[:, 0]
 
@@ -53,3 +73,6 @@ class Policy:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return self.params.state_dict()
+
+    def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
+        self.params.load_state_dict(arrays)

@@ -7,7 +7,7 @@ import numpy as np
 
 from ppokit.core.batch import RolloutBatch
 from ppokit.errors import EnvError
-from ppokit.gym.policy import Policy
+from ppokit.gym.actor_critic import ActorCritic
 
 
 class RolloutCollector:
@@ -23,7 +23,7 @@ class RolloutCollector:
     the update, the statistics or the step count.
     """
 
-    def __init__(self, envs, policy: Policy, n_steps: int, env_name: str, rng: np.random.Generator, bootstrap_truncated: bool = True):
+    def __init__(self, envs, policy: ActorCritic, n_steps: int, env_name: str, rng: np.random.Generator, bootstrap_truncated: bool = True):
         self.envs = envs
         self.policy = policy
         self.env_name = env_name
@@ -34,7 +34,7 @@ class RolloutCollector:
         self.n_steps, self.n_envs = n_steps, n_envs
         dist = policy.dist
         shape = (n_steps, n_envs)
-        self.obs = np.zeros((*shape, policy.encoder.size), dtype=np.float32)
+        self.obs = np.zeros((*shape, *policy.obs_shape), dtype=policy.obs_dtype)
         self.actions = np.zeros((*shape, *dist.action_shape), dtype=dist.action_dtype)
         self.rewards = np.zeros(shape, dtype=np.float32)
         self.terminated = np.zeros(shape, dtype=bool)
@@ -71,7 +71,7 @@ class RolloutCollector:
         self.mask[:] = 1.0
         for t in range(self.n_steps):
             obs = policy.prepare(self.next_raw_obs, update_stats=True)
-            actions = policy.sample(obs, self.rng)
+            actions = policy.act(obs, self.rng)
             self.obs[t] = obs
             self.actions[t] = actions
 
@@ -148,7 +148,7 @@ class RolloutCollector:
         self.truncated[t, indices] = True
 
     def _check_obs(self, obs, where: str) -> None:
-        if self.policy.encoder.is_finite(obs):
+        if self.policy.is_finite(obs):
             return
         flat = np.asarray(obs).reshape(len(obs), -1)
         bad = int(np.flatnonzero(~np.isfinite(flat).all(axis=1))[0])

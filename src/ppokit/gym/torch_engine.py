@@ -65,19 +65,27 @@ class TorchActorCritic(nn.Module):
         self.critic = _mlp(params.layers("critic"), activation)
         self.log_std = nn.Parameter(torch.from_numpy(params.views["log_std"])) if "log_std" in params.views else None
 
-    def evaluate(self, obs: torch.Tensor, actions: torch.Tensor):
+    def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor):
         """(log-probs of the given actions, entropies, values), with gradients."""
         logprob, entropy = log_prob_entropy(self.dist, self.actor(obs), actions, self.log_std)
         return logprob, entropy, self.critic(obs).squeeze(-1)
 
 
 class TorchEngine:
+    """Trains a model that has ``evaluate_actions(obs, actions)`` and ``parameters()``: the MLP over the
+    shared numpy buffer (``TorchActorCritic``) or a ``TorchPolicy`` (CNN, torch MLP, a user's module)."""
+
     name = "torch"
 
-    def __init__(self, params: PolicyParameters, dist, activation: str, learning_rate: float, adam_eps: float, threads: int):
+    def __init__(self, model, learning_rate: float, adam_eps: float, threads: int):
         torch.set_num_threads(threads)  # (nothing here draws random numbers: torch's global RNG is left alone)
-        self.module = TorchActorCritic(params, dist, activation)
-        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=learning_rate, eps=adam_eps, fused=True)
+        self.module = model
+        self.optimizer = torch.optim.Adam(list(model.parameters()), lr=learning_rate, eps=adam_eps, fused=True)
+
+    @classmethod
+    def for_parameters(cls, params: PolicyParameters, dist, activation: str, learning_rate: float, adam_eps: float, threads: int) -> TorchEngine:
+        """The engine over the numpy MLP's buffer: whatever it learns is at once what numpy acting sees."""
+        return cls(TorchActorCritic(params, dist, activation), learning_rate, adam_eps, threads)
 
     def set_learning_rate(self, learning_rate: float) -> None:
         for group in self.optimizer.param_groups:
@@ -99,13 +107,13 @@ class TorchEngine:
 
     @torch.no_grad()
     def score(self, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logprob, _, values = self.module.evaluate(torch.from_numpy(obs), torch.from_numpy(actions))
+        logprob, _, values = self.module.evaluate_actions(torch.from_numpy(obs), torch.from_numpy(actions))
         return logprob.numpy(), values.numpy()
 
     def update(self, samples: dict[str, np.ndarray], settings: UpdateSettings, order) -> dict[str, float]:
         tensors = {name: torch.from_numpy(array) for name, array in samples.items()}
         return ppo_update(
-            lambda mb: self.module.evaluate(mb["obs"], mb["actions"]),
+            lambda mb: self.module.evaluate_actions(mb["obs"], mb["actions"]),
             self.optimizer,
             self.module.parameters(),
             tensors,
