@@ -16,12 +16,13 @@ from ppokit.core.schedules import make_schedule
 from ppokit.core.settings import UpdateSettings
 from ppokit.errors import CheckpointError, ConfigError, NonFiniteError
 from ppokit.gym.actor_critic import resolve_policy_and_engine
+from ppokit.gym.atari import is_atari_id
 from ppokit.gym.callbacks import BestModelSaver, as_callbacks
 from ppokit.gym.config import PPOConfig
 from ppokit.gym.envs import EnvSource, describe, make_env, make_vector_env
 from ppokit.gym.numpy_engine import NumpyEngine
 from ppokit.gym.policy import Policy
-from ppokit.gym.presets import has_preset, load_preset
+from ppokit.gym.presets import load_preset, preset_for_env
 from ppokit.gym.rollout import RolloutCollector
 from ppokit.gym.spaces import space_from_json, space_to_json
 from ppokit.run_logging import RunLogger
@@ -45,7 +46,7 @@ def split_checkpoint_arrays(arrays: dict[str, np.ndarray]) -> dict[str, dict[str
 def resolve_preset_name(env: EnvSource | None, preset: str | None) -> str | None:
     """'auto': the preset named like the env id, if there is one; None: no preset; else that preset."""
     if preset == AUTO_PRESET:
-        return env if isinstance(env, str) and has_preset(env) else None
+        return preset_for_env(env) if isinstance(env, str) else None
     return preset
 
 
@@ -341,7 +342,7 @@ class PPO:
                                     self.config.env_backend, self.config.seed)
         self._check_spaces_match(self.envs.single_observation_space, self.envs.single_action_space)
         self.collector = RolloutCollector(self.envs, self.policy, self.config.n_steps, describe(self.env_source), self.rng,
-                                          bootstrap_truncated=self.config.bootstrap_truncated)
+                                          bootstrap_truncated=self.config.bootstrap_truncated, whole_games=is_atari_id(self.env_source))
         self.collector.global_step = self.global_step
         if self.pending_env_state is None:
             self.collector.reset(seed=self.config.seed)

@@ -10,6 +10,7 @@ import gymnasium as gym
 from gymnasium.vector import AutoresetMode
 
 from ppokit.errors import EnvError
+from ppokit.gym.atari import is_atari_id, make_atari_env, register_ale
 from ppokit.gym.envpool_backend import EnvpoolVectorEnv
 
 EnvSource = Union[str, Callable[[], gym.Env]]  # noqa: UP007 (a runtime alias: X | Y needs Python 3.10 objects on both sides)
@@ -45,8 +46,12 @@ def make_env(source: EnvSource, env_kwargs: dict | None = None, render_mode: str
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
     if isinstance(source, str):
+        if is_atari_id(source):
+            register_ale()  # registers the ALE ids with gymnasium
         check_env_id(source)
         try:
+            if is_atari_id(source):
+                return make_atari_env(source, env_kwargs, render_mode)
             return gym.make(source, **kwargs)
         except gym.error.DependencyNotInstalled as exc:
             raise EnvError(f"environment {source!r} needs a package that is not installed: {exc}") from None
@@ -66,8 +71,8 @@ def has_numpy_vector_env(source: EnvSource) -> bool:
     Those step all copies in a few array operations instead of a Python loop over copies; the
     jax-based ones (ids under phys2d/) are left out, as they need jax.
     """
-    if not isinstance(source, str) or source not in gym.registry:
-        return False
+    if not isinstance(source, str) or source not in gym.registry or is_atari_id(source):
+        return False  # (ale-py's own vector env has preprocessing of its own: ppokit's Atari chain runs in 'sync' envs)
     entry_point = gym.registry[source].vector_entry_point
     return isinstance(entry_point, str) and not entry_point.startswith("gymnasium.envs.phys2d")
 

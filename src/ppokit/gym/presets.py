@@ -30,6 +30,14 @@ def has_preset(name: str) -> bool:
     return name in _files()
 
 
+def preset_for_env(env_id: str) -> str | None:
+    """The preset an env id gets by default: the one named like it ('/' written '-'), else 'Atari' for ALE ids."""
+    name = env_id.replace("/", "-")
+    if name in _files():
+        return name
+    return "Atari" if env_id.startswith("ALE/") else None
+
+
 def load_preset(name: str) -> tuple[str | None, dict[str, Any]]:
     """(env_id the preset was tuned for, its hyperparameters)."""
     files = _files()

@@ -8,6 +8,7 @@ import numpy as np
 from ppokit.core.batch import RolloutBatch
 from ppokit.errors import EnvError
 from ppokit.gym.actor_critic import ActorCritic
+from ppokit.gym.atari import finished_games
 
 
 class RolloutCollector:
@@ -23,12 +24,15 @@ class RolloutCollector:
     the update, the statistics or the step count.
     """
 
-    def __init__(self, envs, policy: ActorCritic, n_steps: int, env_name: str, rng: np.random.Generator, bootstrap_truncated: bool = True):
+    def __init__(self, envs, policy: ActorCritic, n_steps: int, env_name: str, rng: np.random.Generator, bootstrap_truncated: bool = True,
+                 whole_games: bool = False):
         self.envs = envs
         self.policy = policy
         self.env_name = env_name
         self.rng = rng
         self.bootstrap_truncated = bootstrap_truncated
+        # Atari: the finished episodes reported are whole games with their real score, not lives with clipped rewards
+        self.whole_games = whole_games
         self.next_step_reset = envs.metadata.get("autoreset_mode") == gym.vector.AutoresetMode.NEXT_STEP
         n_envs = envs.num_envs
         self.n_steps, self.n_envs = n_steps, n_envs
@@ -91,9 +95,11 @@ class RolloutCollector:
                 self.episode_lengths[self.resetting] = -1  # the reset step is not part of an episode
             self.episode_returns += rewards
             self.episode_lengths += 1
+            if self.whole_games:
+                finished.extend((score, length) for _, score, length in finished_games(infos))
             if dones.any():
-                for i in np.flatnonzero(dones):
-                    finished.append((float(self.episode_returns[i]), int(self.episode_lengths[i])))
+                if not self.whole_games:
+                    finished.extend((float(self.episode_returns[i]), int(self.episode_lengths[i])) for i in np.flatnonzero(dones))
                 self.episode_returns[dones] = 0.0
                 self.episode_lengths[dones] = 0
                 if self.bootstrap_truncated:
