@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TRL_VENV := .venv-trl
 TRL_STAMP := $(TRL_VENV)/.installed
 
-.PHONY: install train lm-demo test lint bench bench-returns bench-frozenlake bench-lm bench-lm-memory gpu-check clean
+.PHONY: install train lm-demo test lint bench bench-atari bench-returns bench-frozenlake bench-lm bench-lm-memory gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_scaling.py
 
 # Hours on 2 cores: every preset at its full budget, 5 seeds (finished runs are kept; run it again to continue).
+# ppokit's Atari preset against SB3's CnnPolicy on Breakout, 1M frames, seeds 0-2 (hours on 2 cores)
+bench-atari: $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[bench]"
+	$(BIN)/python benchmarks/bench_atari.py
+
 bench-returns: $(STAMP)
 	$(BIN)/python benchmarks/bench_returns.py
 
