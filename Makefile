@@ -35,12 +35,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sb3.py
 	$(BIN)/python benchmarks/bench_scaling.py
 
-# Hours on 2 cores: every preset at its full budget, 5 seeds (finished runs are kept; run it again to continue).
 # ppokit's Atari preset against SB3's CnnPolicy on Breakout, 1M frames, seeds 0-2 (hours on 2 cores)
 bench-atari: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[bench]"
 	$(BIN)/python benchmarks/bench_atari.py
 
+# Hours on 2 cores: every preset at its full budget, 5 seeds (finished runs are kept; run it again to continue).
 bench-returns: $(STAMP)
 	$(BIN)/python benchmarks/bench_returns.py
 
