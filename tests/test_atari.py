@@ -73,3 +73,12 @@ def test_ppo_on_atari_logs_whole_games_and_evaluates_whole_games():
 def test_any_ale_id_gets_the_atari_preset():
     agent = PPO("ALE/Pong-v5", {"n_envs": 2, "n_steps": 128, "minibatch_size": 128, "total_steps": 256}, verbose=False, progress_bar=False)
     assert agent.preset_name == "Atari" and agent.config.n_epochs == 4 and agent.config.lr_schedule == "linear"
+
+
+def test_ale_ids_are_known_without_importing_ale_py_first():
+    import subprocess
+    import sys
+
+    code = "from ppokit.gym.envs import check_env_id; check_env_id('ALE/Pong-v5'); print('ok')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr

@@ -31,6 +31,8 @@ def check_env_id(env_id: str) -> None:
         except ImportError as exc:
             raise EnvError(f"environment id {env_id!r}: cannot import module {module!r} ({exc})") from None
         env_id = env_id.partition(":")[2]
+    if is_atari_id(env_id):
+        register_ale()  # the ALE ids exist once ale-py registers them
     if env_id in gym.registry:
         return
     close = difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.6)
@@ -46,8 +48,6 @@ def make_env(source: EnvSource, env_kwargs: dict | None = None, render_mode: str
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
     if isinstance(source, str):
-        if is_atari_id(source):
-            register_ale()  # registers the ALE ids with gymnasium
         check_env_id(source)
         try:
             if is_atari_id(source):
