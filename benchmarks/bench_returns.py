@@ -40,6 +40,9 @@ PRESET_ORDER = [
     "HalfCheetah-v5-cleanrl", "HalfCheetah-v5", "Walker2d-v5", "BipedalWalker-v3",
 ]
 
+# 10M Atari steps are out of reach on 2 cores: benchmarks/bench_atari.py measures them at 1M frames against SB3
+ATARI_PRESETS = ("Atari", "ALE-Breakout-v5")
+
 ZOO = "rl-baselines3-zoo PPO (benchmark.md)"
 CLEANRL = "CleanRL (docs/rl-algorithms/ppo.md and rpo.md, commit fe8d8a0)"
 # preset -> [(source, what the figure was measured on, steps, mean return)]. The zoo's figures are one
@@ -237,7 +240,7 @@ def main() -> None:
     unknown = sorted(set(args.presets) - set(list_presets()))
     if unknown:
         parser.error(f"unknown presets {unknown}; shipped: {sorted(list_presets())}")
-    missing = sorted(set(list_presets()) - set(PRESET_ORDER))
+    missing = sorted(set(list_presets()) - set(PRESET_ORDER) - set(ATARI_PRESETS))
     if missing and args.presets == PRESET_ORDER:  # a preset added without a place here still gets measured, last
         args.presets = list(args.presets) + [p for p in missing if p not in args.presets]
     if not args.report_only:
