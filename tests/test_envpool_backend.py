@@ -107,3 +107,58 @@ def test_real_envpool_cartpole_copies_get_their_own_seeds():
     obs, _ = envs.reset(seed=0)
     assert len({tuple(row) for row in obs.round(6)}) == 4  # each copy its own seed
     assert len(set(obs[0].round(6))) == 4
+
+
+class _ScriptedAtariPool:
+    """envpool's Atari interface with scripted steps: a life lost every 3 steps, the game over after 2 lives,
+    a raw reward of 4 (clipped to 1) on every game step. After each done, envpool's reset step (reward 0)."""
+
+    observation_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    action_space = gym.spaces.Discrete(4)
+
+    def __init__(self, task_id, env_type, num_envs, seed, **kwargs):
+        assert task_id == "Breakout-v5" and kwargs["episodic_life"] and kwargs["reward_clip"] and kwargs["stack_num"] == 4
+        self.num_envs, self.t = num_envs, 0
+
+    def reset(self):
+        return np.zeros((self.num_envs, 4, 84, 84), np.uint8), {}
+
+    def step(self, actions):
+        # steps 1-3: a life (done at 3); 4: reset step; 5-7: the last life (game over at 7); 8: reset step
+        self.t = self.t % 8 + 1
+        resetting = self.t in (4, 8)
+        done = self.t in (3, 7)
+        n = self.num_envs
+        info = {"reward": np.full(n, 0.0 if resetting else 4.0), "terminated": np.full(n, int(self.t == 7)), "lives": np.full(n, 0 if self.t == 7 else 1)}
+        return (np.zeros((n, 4, 84, 84), np.uint8), np.full(n, 0.0 if resetting else 1.0), np.full(n, done), np.zeros(n, bool), info)
+
+    def close(self):
+        pass
+
+
+def test_envpool_atari_reports_whole_games_at_their_real_score(monkeypatch):
+    module = types.SimpleNamespace(__version__="0.9.0", make=_ScriptedAtariPool, list_all_envs=lambda: ["Breakout-v5"])
+    monkeypatch.setitem(sys.modules, "envpool", module)
+    envs = EnvpoolVectorEnv("ALE/Breakout-v5", 2, seed=0)
+    assert envs.single_observation_space.shape == (4, 84, 84)
+    envs.reset(seed=0)
+    games = []
+    for _ in range(16):
+        _, rewards, terminated, _, infos = envs.step(np.zeros(2, np.int64))
+        assert set(rewards) <= {0.0, 1.0}  # the learner sees clipped rewards
+        final = infos.get("final_info")
+        if final:
+            games += [(final["game_score"][i], final["game_length"][i]) for i in np.flatnonzero(final["_game_score"])]
+    # two games per copy in 16 steps: 6 game steps of raw reward 4 each, the reset between lives not counted
+    assert games == [(24.0, 6)] * 4
+
+
+def test_real_envpool_breakout_trains_and_logs_whole_games():
+    envpool = pytest.importorskip("envpool")  # not in the test venv: run by hand where envpool and numpy<2 are installed
+    if np.__version__ >= "2" and envpool.__version__ <= "0.8.4":
+        pytest.skip("envpool 0.8.4 needs numpy<2")
+    pytest.importorskip("ale_py")
+    config = {"env_backend": "envpool", "n_envs": 4, "n_steps": 128, "minibatch_size": 128, "n_epochs": 1, "total_steps": 2048, "tensorboard": False}
+    agent = PPO("ALE/Breakout-v5", config, verbose=False, progress_bar=False).learn()
+    assert isinstance(agent.envs, EnvpoolVectorEnv)
+    assert 1 <= len(agent.recent_returns) <= 16 and all(score >= 0 for score in agent.recent_returns)
