@@ -66,3 +66,4 @@ def test_help(command):
     result = subprocess.run([sys.executable, "-m", "ppokit.cli", *command, "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     assert "usage: ppokit" in result.stdout
+

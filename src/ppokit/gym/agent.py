@@ -27,6 +27,7 @@ from ppokit.gym.rollout import RolloutCollector
 from ppokit.gym.spaces import space_from_json, space_to_json
 from ppokit.run_logging import RunLogger
 from ppokit.signals import StopRequest
+from ppokit.threads import blas_thread_limit
 
 # a function of the metrics, an object with on_update(metrics), or a list of them; False stops training
 Callback = Any
@@ -160,7 +161,7 @@ class PPO:
         self.logger.recent_returns.extend(self.recent_returns)
         self.interrupted = None
         try:
-            with StopRequest() as stop:
+            with StopRequest() as stop, blas_thread_limit(config.blas_threads):
                 while self.num_updates < plan_end:
                     keep_going = self._one_update(lr_at, clip_at, callbacks)
                     due = config.checkpoint_interval and self.num_updates % config.checkpoint_interval == 0

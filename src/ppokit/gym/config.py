@@ -89,6 +89,9 @@ class PPOConfig(ConfigBase, UpdateFields):
     numpy for the MLP, torch otherwise."""
     torch_threads: int = 1
     """Threads torch may use with engine 'torch'; small networks run fastest on one."""
+    blas_threads: int = 1
+    """Threads numpy's BLAS (OpenBLAS, MKL) may use while ppokit trains and evaluates; small matrices
+    run fastest on one (processes, not threads, should use the cores); 0 leaves the library's default."""
     eval_episodes: int = 20
     """Episodes of the evaluation at the end of `ppokit train` (and of each periodic evaluation)."""
     eval_interval: int = 0
@@ -117,6 +120,8 @@ class PPOConfig(ConfigBase, UpdateFields):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive number, got {value}")
+        if self.blas_threads < 0:
+            raise ConfigError(f"blas_threads must be 0 (the BLAS library's default) or a positive number of threads, got {self.blas_threads}")
         for name in ["eval_interval", "checkpoint_interval"]:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 (disabled) or a positive number of updates, got {getattr(self, name)}")

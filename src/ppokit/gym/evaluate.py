@@ -6,6 +6,7 @@ import numpy as np
 
 from ppokit.gym.atari import finished_games, is_atari_id
 from ppokit.gym.envs import EnvSource, make_vector_env
+from ppokit.threads import blas_thread_limit
 
 
 def evaluate_policy(agent, env: EnvSource | None = None, episodes: int = 20, deterministic: bool = True, seed: int | None = None,
@@ -23,22 +24,23 @@ def evaluate_policy(agent, env: EnvSource | None = None, episodes: int = 20, det
     counts = np.zeros(n_envs, dtype=np.int64)
     running = np.zeros(n_envs)
     returns: list[float] = []
-    envs = make_vector_env(source, n_envs, "sync", agent.config.env_kwargs)
-    try:
-        obs, _ = envs.reset(seed=agent.config.seed + 10_000 if seed is None else seed)
-        while (counts < targets).any():
-            actions = agent.predict(obs, deterministic=deterministic)
-            obs, rewards, terminated, truncated, infos = envs.step(actions)
-            running += rewards
-            if whole_games:  # Atari: a game's real score, not a life's clipped rewards
-                ended = [(i, score) for i, score, _ in finished_games(infos)]
-            else:
-                ended = [(i, float(running[i])) for i in np.flatnonzero(terminated | truncated)]
-            for i, score in ended:
-                if counts[i] < targets[i]:
-                    returns.append(score)
-                    counts[i] += 1
-            running[terminated | truncated] = 0.0
-    finally:
-        envs.close()
+    with blas_thread_limit(agent.config.blas_threads):
+        envs = make_vector_env(source, n_envs, "sync", agent.config.env_kwargs)
+        try:
+            obs, _ = envs.reset(seed=agent.config.seed + 10_000 if seed is None else seed)
+            while (counts < targets).any():
+                actions = agent.predict(obs, deterministic=deterministic)
+                obs, rewards, terminated, truncated, infos = envs.step(actions)
+                running += rewards
+                if whole_games:  # Atari: a game's real score, not a life's clipped rewards
+                    ended = [(i, score) for i, score, _ in finished_games(infos)]
+                else:
+                    ended = [(i, float(running[i])) for i in np.flatnonzero(terminated | truncated)]
+                for i, score in ended:
+                    if counts[i] < targets[i]:
+                        returns.append(score)
+                        counts[i] += 1
+                running[terminated | truncated] = 0.0
+        finally:
+            envs.close()
     return returns
