@@ -11,6 +11,17 @@ import numpy as np
 from ppokit.core.running_stats import RunningMeanStd
 
 
+def normalizer_statistics(obs_size: int) -> dict[str, np.ndarray]:
+    """Fresh statistics of the observation normalizer and the reward scaler, named as a model saves them."""
+    stats: dict[str, np.ndarray] = {}
+    for prefix, shape in (("obs_normalizer.stats", (obs_size,)), ("reward_scaler.stats", ())):
+        stats[f"{prefix}.mean"] = np.zeros(shape, dtype=np.float64)
+        stats[f"{prefix}.var"] = np.ones(shape, dtype=np.float64)
+        # a tiny starting count lets the first batch dominate without dividing by zero
+        stats[f"{prefix}.count"] = np.array(1e-4, dtype=np.float64)
+    return stats
+
+
 class ObservationNormalizer:
     """(obs - mean) / std, clipped, as float32; the identity when disabled (the statistics still exist, for loading)."""
 

@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from ppokit.gym.normalize import normalizer_statistics
+
 # normalizer statistics: name -> (shape given the observation size, initial value)
 _STAT_SUFFIXES = ("mean", "var", "count")
 
@@ -58,12 +60,7 @@ class PolicyParameters:
             self.views[name] = self.flat[offset : offset + size].reshape(shape)
             self.grad_views[name] = self.grad[offset : offset + size].reshape(shape)
             offset += size
-        self.stats: dict[str, np.ndarray] = {}
-        for prefix, shape in (("obs_normalizer.stats", (obs_size,)), ("reward_scaler.stats", ())):
-            self.stats[f"{prefix}.mean"] = np.zeros(shape, dtype=np.float64)
-            self.stats[f"{prefix}.var"] = np.ones(shape, dtype=np.float64)
-            # a tiny starting count lets the first batch dominate without dividing by zero
-            self.stats[f"{prefix}.count"] = np.array(1e-4, dtype=np.float64)
+        self.stats = normalizer_statistics(obs_size)
 
     def layers(self, prefix: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """(weight, bias, weight grad, bias grad) views of one network, input layer first."""

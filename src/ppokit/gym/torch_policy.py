@@ -19,7 +19,7 @@ from ppokit.core.running_stats import RunningMeanStd
 from ppokit.errors import ConfigError
 from ppokit.gym.actor_critic import is_image_space
 from ppokit.gym.distributions import DiagGaussian, make_distribution
-from ppokit.gym.normalize import ObservationNormalizer, RewardScaler
+from ppokit.gym.normalize import ObservationNormalizer, RewardScaler, normalizer_statistics
 from ppokit.gym.spaces import ObservationEncoder
 from ppokit.gym.torch_engine import log_prob_entropy
 
@@ -124,10 +124,7 @@ class TorchPolicy:
             torch.manual_seed(init_seed)
             self.module = module if module is not None else build_module(kind, observation_space, self.dist.param_size, config)
         self.log_std = nn.Parameter(torch.full((self.dist.param_size,), float(config.log_std_init))) if isinstance(self.dist, DiagGaussian) else None
-        obs_size = 1 if self.image else self.encoder.size
-        self.stats = {"obs_normalizer.stats.mean": np.zeros(obs_size), "obs_normalizer.stats.var": np.ones(obs_size),
-                      "obs_normalizer.stats.count": np.array(1e-4), "reward_scaler.stats.mean": np.zeros(()),
-                      "reward_scaler.stats.var": np.ones(()), "reward_scaler.stats.count": np.array(1e-4)}
+        self.stats = normalizer_statistics(1 if self.image else self.encoder.size)
         obs_stats = RunningMeanStd(self.stats, "obs_normalizer.stats")
         self.obs_normalizer = ObservationNormalizer(obs_stats, config.normalize_obs and not self.image, config.obs_clip)
         self.reward_scaler = RewardScaler(RunningMeanStd(self.stats, "reward_scaler.stats"), config.normalize_reward, config.gamma, config.reward_clip)
