@@ -147,9 +147,6 @@ class TorchPolicy:
             return self.dist.mode(params)
         return self.dist.sample(params, rng, None if self.log_std is None else self.log_std.detach().numpy())
 
-    def mode(self, obs: np.ndarray) -> np.ndarray:
-        return self.act(obs, None, deterministic=True)
-
     @torch.no_grad()
     def value(self, obs: np.ndarray) -> np.ndarray:
         return self.module(torch.from_numpy(obs))[1].numpy()
