@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -30,14 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    from ppokit.distributed import close_world, launched_world_size
+
+    # under torchrun every rank runs this; the rank goes into its error messages
+    where = f" (rank {os.environ.get('RANK', '?')} of {launched_world_size()})" if launched_world_size() > 1 else ""
     try:
         return args.handler(args)
     except PPOKitError as exc:
-        print(f"ppokit: error: {exc}", file=sys.stderr)
+        print(f"ppokit: error{where}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("ppokit: interrupted", file=sys.stderr)
+        print(f"ppokit: interrupted{where}", file=sys.stderr)
         return 130
+    finally:
+        close_world()
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -112,9 +119,12 @@ def resolve_train_config(env_id: str, preset: str | None, no_preset: bool, confi
 
 
 def _train(args) -> int:
+    from ppokit.distributed import current_world
     from ppokit.gym.agent import PPO
     from ppokit.gym.envs import check_env_id
 
+    world = current_world()  # data parallel under torchrun: rank 0 alone prints and writes
+    say = print if world.is_main else _quiet
     progress = False if args.no_progress else None
     if args.resume:
         flags = [("ENV_ID", args.env_id), ("--preset", args.preset), ("--no-preset", args.no_preset), ("--config", args.config),
@@ -124,18 +134,21 @@ def _train(args) -> int:
             raise _usage_error(f"--resume continues a run with its saved config; do not combine it with {', '.join(given)}")
         run_dir = Path(args.resume)
         agent = PPO.load(run_dir, run_dir=run_dir, progress_bar=progress, verbose=not args.quiet)
-        print(f"ppokit: resuming {run_dir} at update {agent.num_updates} (step {agent.global_step:,}) from {agent.resumed_from}")
+        say(f"ppokit: resuming {run_dir} at update {agent.num_updates} (step {agent.global_step:,}) from {agent.resumed_from}")
     else:
         if not args.env_id:
             raise _usage_error("ppokit train needs ENV_ID (or --resume RUN_DIR)")
         check_env_id(args.env_id)
         config, preset_name = resolve_train_config(args.env_id, args.preset, args.no_preset, args.config, args.overrides, args.seed, args.total_steps)
         run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / run_name
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump({"env_id": args.env_id, "preset": preset_name, **config.to_dict()}, sort_keys=False))
-        print(f"ppokit: training PPO on {args.env_id} (preset: {preset_name or 'none, defaults'}) for {config.total_steps:,} steps, seed {config.seed}")
-        print(f"ppokit: run directory {run_dir}")
+        run_dir = Path(world.broadcast_json(str(Path(args.run_dir) if args.run_dir else Path("runs") / run_name)))  # rank 0's clock names it
+        if world.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump({"env_id": args.env_id, "preset": preset_name, **config.to_dict()}, sort_keys=False))
+        processes = f", data parallel over {world.size} processes" if world.distributed else ""
+        preset_note = preset_name or "none, defaults"
+        say(f"ppokit: training PPO on {args.env_id} (preset: {preset_note}) for {config.total_steps:,} steps, seed {config.seed}{processes}")
+        say(f"ppokit: run directory {run_dir}")
         agent = PPO(args.env_id, config, run_dir=run_dir, progress_bar=progress, verbose=not args.quiet)
 
     started = time.perf_counter()
@@ -145,8 +158,11 @@ def _train(args) -> int:
         agent.save(run_dir)
         agent.close()
     if agent.interrupted:
-        print(f"ppokit: interrupted by {agent.interrupted}; checkpoint written. Continue with: ppokit train --resume {run_dir}", file=sys.stderr)
+        if world.is_main:
+            print(f"ppokit: interrupted by {agent.interrupted}; checkpoint written. Continue with: ppokit train --resume {run_dir}", file=sys.stderr)
         return 130
+    if not world.is_main:
+        return 0
     seconds = time.perf_counter() - started
     result = _finish_run(agent, run_dir)
     print(f"ppokit: trained {agent.global_step:,} steps in {seconds:.1f} s")
@@ -231,6 +247,10 @@ def _envs(args) -> int:
         if args.filter.lower() in env_id.lower():
             print(env_id)
     return 0
+
+
+def _quiet(*args, **kwargs) -> None:
+    """print() for the ranks other than 0."""
 
 
 def _usage_error(message: str):

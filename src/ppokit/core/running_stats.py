@@ -55,3 +55,33 @@ class RunningMeanStd:
     def load_state_dict(self, state: dict) -> None:
         for name in ("mean", "var", "count"):
             getattr(self, name)[...] = state[name]
+
+
+def merge_over_ranks(stats: RunningMeanStd, before: dict, world) -> None:
+    """Make every rank's numpy statistics the merge of all ranks' batches since ``before`` (a copy of
+    ``stats.state_dict()`` taken when the ranks last agreed): each rank's own batches are recovered
+    from the difference, summed over ranks as (count, count * mean, M2 + count * mean^2), and merged
+    into ``before`` with the same parallel update."""
+    count0, mean0, var0 = float(before["count"]), before["mean"], before["var"]
+    count1 = float(stats.count)
+    added = count1 - count0
+    if added > 0:
+        mean_b = (count1 * stats.mean - count0 * mean0) / added
+        m2_b = stats.var * count1 - var0 * count0 - (mean_b - mean0) ** 2 * count0 * added / count1
+    else:
+        mean_b, m2_b = np.zeros_like(mean0), np.zeros_like(var0)
+    shape = np.shape(mean0)
+    local = np.concatenate([[added], np.ravel(added * mean_b), np.ravel(m2_b + added * mean_b**2)])
+    total = world.sum(local)
+    n = float(total[0])
+    stats.load_state_dict(before)
+    if n <= 0:
+        return
+    size = int(np.prod(shape, dtype=np.int64))
+    mean_all = total[1 : 1 + size].reshape(shape) / n
+    m2_all = total[1 + size :].reshape(shape) - n * mean_all**2
+    delta = mean_all - mean0
+    combined = count0 + n
+    stats.mean[...] = mean0 + delta * n / combined
+    stats.var[...] = (var0 * count0 + m2_all + delta**2 * count0 * n / combined) / combined
+    stats.count[...] = combined

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable
 
+import numpy as np
 import torch
 
 from ppokit.core.batch import micro_batch_slices
 from ppokit.core.losses import clipped_surrogate, entropy_bonus, masked_whiten, value_loss
 from ppokit.core.settings import UpdateSettings
-from ppokit.core.update_loop import run_update
+from ppokit.core.update_loop import minibatch_moments, run_update, whitening
 
 # evaluate(minibatch) -> (new log-probs, entropies, new values), each shaped like minibatch["logprobs"]
 EvaluateFn = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -25,6 +27,8 @@ def ppo_update(
     generator: torch.Generator | None = None,
     order: Callable[[int], torch.Tensor] | None = None,
     grad_scaler: torch.amp.GradScaler | None = None,
+    world=None,
+    ddp_modules: Iterable[torch.nn.Module] = (),
 ) -> dict[str, float]:
     """Run the PPO optimization on ``samples`` and return averaged statistics.
 
@@ -38,29 +42,72 @@ def ppo_update(
     ``generator`` draws the permutation.
     ``grad_scaler``: float16 loss scaling (torch.amp.GradScaler); a step whose scaled gradient
     overflowed is skipped like any non-finite step, and the scaler lowers its scale.
+
+    Data parallel (``world.distributed``, ``ppokit.distributed``): every rank passes its own share of
+    the samples (the same count on each) and ``evaluate`` runs the models through their
+    DistributedDataParallel wrappers, ``ddp_modules`` (their gradients are synchronized once per
+    minibatch, after the last micro-batch). Whitening, the target-KL test and the statistics are
+    global, and each rank's loss is weighted by its share of the global minibatch, so the averaged
+    gradient is the gradient of the single-process loss on the global minibatch.
     """
     parameters = [p for p in parameters if p.requires_grad]
     num_samples = samples["advantages"].shape[0]
     device = samples["advantages"].device
+    parallel = DataParallel(world, list(ddp_modules)) if world is not None and world.distributed else None
 
-    def step(indices: torch.Tensor):
+    def step(indices: torch.Tensor, moments=None):
         indices = indices.to(device)  # the order is drawn on the CPU generator, whatever the device
         minibatch = {name: tensor[indices] for name, tensor in samples.items()}
-        return _minibatch_step(evaluate, optimizer, parameters, minibatch, settings, grad_scaler)
+        return _minibatch_step(evaluate, optimizer, parameters, minibatch, settings, grad_scaler, parallel, moments)
 
     def permutation(epoch: int) -> torch.Tensor:
         given = order(epoch) if order is not None else None
         return given if given is not None else torch.randperm(num_samples, generator=generator)
 
-    return run_update(step, num_samples, settings, permutation)
+    def local_moments(indices: torch.Tensor):
+        return minibatch_moments(samples["advantages"], samples.get("mask"), indices.to(device), settings.minibatch_size)
+
+    return run_update(step, num_samples, settings, permutation, world, local_moments)
 
 
-def _minibatch_step(evaluate, optimizer, parameters, minibatch, settings, grad_scaler=None) -> dict[str, torch.Tensor] | None:
+class DataParallel:
+    """What a minibatch step needs to run as one rank of several: the world and the DDP wrappers."""
+
+    def __init__(self, world, ddp_modules: list[torch.nn.Module]):
+        self.world = world
+        self.ddp_modules = ddp_modules
+
+    def no_sync(self, last: bool):
+        """Gradient accumulation: DDP exchanges gradients only after the minibatch's last micro-batch."""
+        stack = contextlib.ExitStack()
+        if not last:
+            for module in self.ddp_modules:
+                stack.enter_context(module.no_sync())
+        return stack
+
+    def global_stats(self, accumulated: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-rank shares of the statistics summed over ranks; the ratio deviation's maximum."""
+        names = [name for name in accumulated if name != "ratio_max_deviation"]
+        local = np.array([float(accumulated[name]) for name in names] + [float(accumulated["ratio_max_deviation"])])
+        gathered = self.world.gather(local)
+        total = gathered[:, :-1].sum(axis=0)
+        result = {name: torch.tensor(float(total[i])) for i, name in enumerate(names)}
+        result["ratio_max_deviation"] = torch.tensor(float(gathered[:, -1].max()))
+        return result
+
+
+def _minibatch_step(evaluate, optimizer, parameters, minibatch, settings, grad_scaler=None, parallel: DataParallel | None = None,
+                    moments=None) -> dict[str, torch.Tensor] | None:
     mask = minibatch.get("mask")
     advantages = minibatch["advantages"]
     # Whiten over the whole minibatch (not per micro-batch); one sample has no spread to divide by.
     count = advantages.numel() if mask is None else int(mask.sum())
-    if settings.normalize_advantage and count > 1:
+    if moments is not None:  # data parallel: the global minibatch's count and whitening
+        count = float(moments[0])
+        if settings.normalize_advantage and count > 1:
+            center, std = whitening(moments)
+            advantages = (advantages - center) / std
+    elif settings.normalize_advantage and count > 1:
         advantages = masked_whiten(advantages, mask)
     if mask is not None:
         advantages = advantages * mask
@@ -69,27 +116,31 @@ def _minibatch_step(evaluate, optimizer, parameters, minibatch, settings, grad_s
     total_count = float(count) if count > 0 else 1.0
     optimizer.zero_grad(set_to_none=True)
     accumulated: dict[str, torch.Tensor] = {}
-    for micro in micro_batches:
+    for number, micro in enumerate(micro_batches):
         micro_mask = micro.get("mask")
-        logprob, entropy, values = evaluate(micro)
-        pg_loss, pg_stats = clipped_surrogate(logprob, micro["logprobs"], micro["advantages"], settings.clip_range, micro_mask)
-        if settings.target_kl is not None and float(pg_stats["approx_kl"]) > 1.5 * settings.target_kl:
-            optimizer.zero_grad(set_to_none=True)
-            return None
-        v_loss, v_stats = value_loss(values, micro["values"], micro["returns"], settings.clip_range_vf, micro_mask)
-        ent, ent_stats = entropy_bonus(entropy, micro_mask)
-        loss = pg_loss - settings.ent_coef * ent + settings.vf_coef * v_loss
-        # Weight each micro-batch by its share of real steps so accumulation equals one big batch.
         micro_count = micro["advantages"].numel() if micro_mask is None else float(micro_mask.sum())
-        weight = micro_count / total_count
-        weighted = loss * weight
-        (grad_scaler.scale(weighted) if grad_scaler is not None else weighted).backward()
+        with parallel.no_sync(last=number == len(micro_batches) - 1) if parallel is not None else contextlib.nullcontext():
+            logprob, entropy, values = evaluate(micro)
+            pg_loss, pg_stats = clipped_surrogate(logprob, micro["logprobs"], micro["advantages"], settings.clip_range, micro_mask)
+            if settings.target_kl is not None and _approx_kl(pg_stats["approx_kl"], micro_count, parallel) > 1.5 * settings.target_kl:
+                optimizer.zero_grad(set_to_none=True)
+                return None
+            v_loss, v_stats = value_loss(values, micro["values"], micro["returns"], settings.clip_range_vf, micro_mask)
+            ent, ent_stats = entropy_bonus(entropy, micro_mask)
+            loss = pg_loss - settings.ent_coef * ent + settings.vf_coef * v_loss
+            # Weight each micro-batch by its share of real steps so accumulation equals one big batch
+            # (data parallel: its share of the global minibatch, times the ranks DDP's average divides by).
+            weight = micro_count / total_count
+            weighted = loss * (weight * parallel.world.size if parallel is not None else weight)
+            (grad_scaler.scale(weighted) if grad_scaler is not None else weighted).backward()
         for name, value in {**pg_stats, **v_stats, **ent_stats, "policy_loss": pg_loss.detach(), "loss": loss.detach()}.items():
             if name == "ratio_max_deviation":
                 accumulated[name] = torch.maximum(accumulated.get(name, value), value)
             else:
                 accumulated[name] = accumulated.get(name, 0.0) + value * weight
 
+    if parallel is not None:
+        accumulated = parallel.global_stats(accumulated)
     if grad_scaler is not None:
         grad_scaler.unscale_(optimizer)  # clip and test the true gradient, not the scaled one
     if settings.max_grad_norm is not None:
@@ -108,6 +159,14 @@ def _minibatch_step(evaluate, optimizer, parameters, minibatch, settings, grad_s
         optimizer.step()
     accumulated["grad_norm"] = grad_norm.detach()
     return accumulated
+
+
+def _approx_kl(local_kl: torch.Tensor, count: float, parallel: DataParallel | None) -> float:
+    """The micro-batch's approx KL for the target-KL test: over every rank's share when data parallel."""
+    if parallel is None:
+        return float(local_kl)
+    total_kl, total_count = parallel.world.sum(np.array([float(local_kl) * count, count]))
+    return total_kl / max(total_count, 1.0)
 
 
 def _split(minibatch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:

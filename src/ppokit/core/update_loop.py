@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from ppokit.core.settings import UpdateSettings
 
 # step(indices) -> the minibatch's statistics (with "grad_norm" and "ratio_max_deviation"), or
@@ -24,8 +26,16 @@ MinibatchStep = Callable[[Any], "dict[str, Any] | None"]
 STAT_NAMES = ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "loss", "grad_norm")
 
 
-def run_update(step: MinibatchStep, num_samples: int, settings: UpdateSettings, order: Callable[[int], Any]) -> dict[str, float]:
+def run_update(step: MinibatchStep, num_samples: int, settings: UpdateSettings, order: Callable[[int], Any], world=None,
+               local_moments: Callable[[Any], np.ndarray] | None = None) -> dict[str, float]:
     """Run ``settings.n_epochs`` epochs over ``num_samples`` samples; ``order(epoch)`` is that epoch's permutation.
+
+    Data parallel (``world.distributed``; ``ppokit.distributed``): every rank runs this loop on its
+    own share of the samples, in lockstep. The epochs' orders are drawn first and the ranks add up
+    every minibatch's (sample count, advantage sum, advantage sum of squares) from
+    ``local_moments(permutation)`` (``minibatch_moments``) in one exchange; the step is called as ``step(indices, moments)`` with its
+    minibatch's global row: the global count every mean divides by and the global whitening.
+    The step then exchanges its gradient and returns statistics that are already global.
 
     Returns the statistics averaged over the applied minibatches, plus ``grad_norm``,
     ``first_ratio_deviation`` (|ratio - 1| at the first minibatch: 0 when the rollout was scored by
@@ -38,10 +48,16 @@ def run_update(step: MinibatchStep, num_samples: int, settings: UpdateSettings, 
     first_ratio_deviation = None
     stopped_early = False
     skipped = trailing_skips = 0
+    distributed = world is not None and world.distributed
+    per_epoch = -(-num_samples // settings.minibatch_size)
+    if distributed:  # every epoch's order is drawn up front, so the moments of all minibatches take one exchange
+        orders = [order(epoch) for epoch in range(settings.n_epochs)]
+        moments = world.sum(np.concatenate([local_moments(permutation) for permutation in orders]))
     for epoch in range(settings.n_epochs):
-        permutation = order(epoch)
-        for start in range(0, num_samples, settings.minibatch_size):
-            stats = step(permutation[start : start + settings.minibatch_size])
+        permutation = orders[epoch] if distributed else order(epoch)
+        for number, start in enumerate(range(0, num_samples, settings.minibatch_size)):
+            indices = permutation[start : start + settings.minibatch_size]
+            stats = step(indices, moments[epoch * per_epoch + number]) if distributed else step(indices)
             if stats is None:
                 stopped_early = True
                 break
@@ -68,3 +84,40 @@ def run_update(step: MinibatchStep, num_samples: int, settings: UpdateSettings, 
     result["skipped_steps"] = float(skipped)
     result["trailing_skipped_steps"] = float(trailing_skips)
     return result
+
+
+def minibatch_moments(advantages, mask, permutation, minibatch_size: int) -> np.ndarray:
+    """[minibatches, 3] float64: each minibatch's (real samples, sum of advantages, sum of their squares).
+
+    ``advantages`` and ``mask`` (None: every sample is real) are numpy arrays or torch tensors.
+    """
+    rows = []
+    for start in range(0, len(permutation), minibatch_size):
+        index = permutation[start : start + minibatch_size]
+        values = advantages[index]
+        weights = mask[index] if mask is not None else None
+        if isinstance(values, np.ndarray):
+            values = values.astype(np.float64)
+            weights = np.ones_like(values) if weights is None else weights.astype(np.float64)
+            rows.append((weights.sum(), (values * weights).sum(), (values * values * weights).sum()))
+        else:
+            values = values.double()
+            weights = values.new_ones(values.shape) if weights is None else weights.double()
+            rows.append(torch_sums(values, weights))
+    return np.array(rows, dtype=np.float64).reshape(-1, 3)
+
+
+def torch_sums(values, weights) -> tuple[float, float, float]:
+    import torch
+
+    sums = torch.stack([weights.sum(), (values * weights).sum(), (values * values * weights).sum()])
+    return tuple(sums.cpu().tolist())
+
+
+def whitening(moments) -> tuple[float, float]:
+    """(mean, std) of the advantages from a global (count, sum, sum of squares) row, as the single-process
+    whitening computes them (the variance over count - 1, plus 1e-8)."""
+    count, total, squares = (float(x) for x in moments)
+    mean = total / count
+    variance = max(squares - count * mean * mean, 0.0) / (count - 1)
+    return mean, (variance + 1e-8) ** 0.5

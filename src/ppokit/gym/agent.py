@@ -11,9 +11,11 @@ import numpy as np
 
 from ppokit.checkpoint import CHECKPOINT_META_FILE, check_state_dict, list_checkpoints, load_checkpoint, load_model, save_checkpoint, save_model
 from ppokit.core.advantages import gae, next_values_from
-from ppokit.core.metrics import explained_variance
+from ppokit.core.metrics import explained_variance, explained_variance_from_sums, explained_variance_sums
+from ppokit.core.running_stats import merge_over_ranks
 from ppokit.core.schedules import make_schedule
 from ppokit.core.settings import UpdateSettings
+from ppokit.distributed import current_world
 from ppokit.errors import CheckpointError, ConfigError, NonFiniteError
 from ppokit.gym.actor_critic import resolve_policy_and_engine
 from ppokit.gym.atari import is_atari_id
@@ -92,13 +94,18 @@ class PPO:
             probe.close()
         observation_space, action_space = spaces
         config = self.config
+        # data parallel under torchrun: this rank steps n_envs / world size of the envs (ppokit.distributed)
+        self.world = current_world()
+        check_divisible_by_world(config, self.world)
         # separate streams: actions, minibatch order, initial weights, predict() sampling
         action_seed, shuffle_seed, init_seed, predict_seed = np.random.SeedSequence(config.seed).spawn(4)
+        if self.world.rank > 0:  # ranks act and shuffle with streams of their own; the weights start alike
+            action_seed, shuffle_seed = np.random.SeedSequence(config.seed, spawn_key=(1000 + self.world.rank,)).spawn(2)
         self.rng = np.random.default_rng(action_seed)
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
         self.predict_rng = np.random.default_rng(predict_seed)
         self.policy_kind, engine = resolve_policy_and_engine(config, observation_space, module is not None)
-        self.policy, self.engine = build_policy_and_engine(self.policy_kind, engine, observation_space, action_space, config, init_seed, module)
+        self.policy, self.engine = build_policy_and_engine(self.policy_kind, engine, observation_space, action_space, config, init_seed, module, self.world)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.progress_bar = progress_bar
         self.verbose = verbose
@@ -150,35 +157,44 @@ class PPO:
             plan_end = self.num_updates + self.plan["updates"]
         self._ensure_envs()
         callbacks = as_callbacks(callback)
-        if config.eval_interval and self.run_dir is not None:
+        if config.eval_interval and self.run_dir is not None and self.world.is_main:
             callbacks.insert(0, BestModelSaver(self, self.run_dir / "best_model", config.eval_interval, config.eval_episodes))
         lr_at = make_schedule(config.lr_schedule, config.learning_rate)
         clip_at = make_schedule(config.clip_schedule, config.clip_range)
-        self.logger = RunLogger(self.run_dir, self.global_step + (plan_end - self.num_updates) * config.rollout_size, start_step=self.global_step,
-                                tensorboard=config.tensorboard and self.run_dir is not None,
-                                progress=self.progress_bar, console=self.verbose, log_interval=config.log_interval,
+        main = self.world.is_main  # the other ranks log nothing
+        self.logger = RunLogger(self.run_dir if main else None, self.global_step + (plan_end - self.num_updates) * config.rollout_size,
+                                start_step=self.global_step, tensorboard=config.tensorboard and self.run_dir is not None and main,
+                                progress=self.progress_bar if main else False, console=self.verbose and main, log_interval=config.log_interval,
                                 resume_after_update=self.num_updates if self.resumed_from is not None else None)
         self.logger.recent_returns.extend(self.recent_returns)
         self.interrupted = None
         try:
-            with StopRequest() as stop, blas_thread_limit(config.blas_threads):
+            with StopRequest() as stop, blas_thread_limit(config.blas_threads), self.world.failing():
                 while self.num_updates < plan_end:
                     keep_going = self._one_update(lr_at, clip_at, callbacks)
+                    # the ranks stop together: after the update where any of them was asked to
+                    keep_going, signal_name = self._agree_on_stopping(keep_going, stop.signal_name)
                     due = config.checkpoint_interval and self.num_updates % config.checkpoint_interval == 0
-                    if due or not keep_going or stop.signal_name or self.num_updates == plan_end:
+                    if due or not keep_going or signal_name or self.num_updates == plan_end:
                         self.save_checkpoint()
-                    if stop.signal_name:
-                        self.interrupted = stop.signal_name
-                        self.logger.message(f"{stop.signal_name} received: stopped after update {self.num_updates}" + self._checkpoint_note())
+                    if signal_name:
+                        self.interrupted = signal_name
+                        self.logger.message(f"{signal_name} received: stopped after update {self.num_updates}" + self._checkpoint_note())
                         break
                     if not keep_going:
                         break
         finally:
             self.logger.close()
             self.resumed_from = None
-        if self.run_dir is not None and not self.interrupted:
+        if self.run_dir is not None and not self.interrupted and self.world.is_main:
             self._write_run_summary()
         return self
+
+    def _agree_on_stopping(self, keep_going: bool, signal_name: str | None) -> tuple[bool, str | None]:
+        if not self.world.distributed:
+            return keep_going, signal_name
+        flags = self.world.max(np.array([float(not keep_going), float(signal_name is not None)]))
+        return not flags[0], (signal_name or "SIGINT/SIGTERM (on another rank)") if flags[1] else None
 
     def _write_run_summary(self) -> None:
         """The learning-curve plot and the model card in the run dir (the CLI adds the evaluation)."""
@@ -198,8 +214,14 @@ class PPO:
         progress = (self.num_updates - self.plan["start_update"]) / self.plan["updates"]
         learning_rate, clip_range = lr_at(progress), clip_at(progress)
         self.engine.set_learning_rate(learning_rate)
+        steps_before = self.collector.global_step
         stats, explained, episodes = self._train_on_rollout(self._update_settings(clip_range))
-        self.global_step = self.collector.global_step
+        if self.world.distributed:  # the steps and episodes of every rank
+            explained, steps = self._global_rollout_figures(explained, self.collector.global_step - steps_before)
+            episodes = [(float(r), int(n)) for r, n in self.world.gather_rows(np.array(episodes, dtype=np.float64).reshape(-1, 2))]
+            self.global_step += steps
+        else:
+            self.global_step = self.collector.global_step
         self.num_updates += 1
         self._check_non_finite(stats)
         metrics = {
@@ -221,6 +243,11 @@ class PPO:
         self.recent_returns = list(self.logger.recent_returns)
         results = [cb.on_update(self.last_metrics) for cb in callbacks]
         return all(result is not False for result in results)
+
+    def _global_rollout_figures(self, explained_sums: list[float], local_steps: int) -> tuple[float, int]:
+        """The explained variance over every rank's rollout and the env steps all ranks took (one exchange)."""
+        total = self.world.sum(np.array([*explained_sums, local_steps], dtype=np.float64))
+        return explained_variance_from_sums(total[:-1]), int(total[-1])
 
     def _check_non_finite(self, stats: dict[str, float]) -> None:
         """Skipped steps are tolerated; ``max_nonfinite_steps`` of them in a row stop the run."""
@@ -248,14 +275,19 @@ class PPO:
         """Write a full training checkpoint into the run dir (None without a run dir)."""
         if self.run_dir is None:
             return None
-        if not self.policy.weights_finite():
+        if not self.policy.weights_finite():  # (the same weights on every rank: they all skip)
             self.logger.message(f"warning: update {self.num_updates}: weights are not finite; no checkpoint written (the last good one is kept)")
             return None
         state = self.state_dict()
+        training = state["training"]
+        if self.world.distributed:  # rank 0 writes every rank's random streams
+            training |= {"world_size": self.world.size, "ranks": self.world.gather_json({"rng": training["rng"]})}
+            if not self.world.is_main:
+                return None
         arrays = {MODEL_PREFIX + name: array for name, array in state["model"].items()}
         arrays |= {OPTIMIZER_PREFIX + name: array for name, array in state["optimizer"].items()}
         meta = {"env_id": self.env_id, "config": self.config.to_dict(), "observation_space": space_to_json(self.observation_space),
-                "action_space": space_to_json(self.action_space), "policy": self.policy_kind, "engine": self.engine.name, **state["training"]}
+                "action_space": space_to_json(self.action_space), "policy": self.policy_kind, "engine": self.engine.name, **training}
         return save_checkpoint(self.run_dir, self.num_updates, arrays, meta, self.config.keep_checkpoints)
 
     # ------------------------------------------------------------------ state
@@ -289,6 +321,10 @@ class PPO:
         self.policy.load_state_dict(state["model"])
         self.engine.load_state_dict(state["optimizer"])
         training = state["training"]
+        written_by = int(training.get("world_size", 1))
+        if written_by != self.world.size:
+            raise CheckpointError(f"{source} was written by a run of {written_by} process(es); resume it with the same number "
+                                  f"(torchrun --nproc_per_node, x --nnodes), not {self.world.size}")
         try:
             self.global_step = int(training["global_step"])
             self.num_updates = int(training["num_updates"])
@@ -297,7 +333,7 @@ class PPO:
             best = training.get("best_eval_return")
             self.best_eval_return = None if best is None else float(best)
             self.recent_returns = [float(r) for r in training.get("recent_returns", [])]
-            rng = training["rng"]
+            rng = training["ranks"][self.world.rank]["rng"] if self.world.distributed else training["rng"]
             self.rng.bit_generator.state = rng["actions"]
             self.shuffle_rng.bit_generator.state = rng["minibatch_order"]
             self.predict_rng.bit_generator.state = rng["predict"]
@@ -311,11 +347,15 @@ class PPO:
         Returns the update's statistics, the explained variance and the episodes that finished.
         """
         config = self.config
+        normalizers_before = self._normalizer_states() if self.world.distributed else None
         rollout, last_value, episodes = self.collector.collect()
+        if normalizers_before is not None:
+            self._merge_normalizers(normalizers_before)
         flat = rollout.flatten()
         num_steps, num_envs = rollout.num_steps, rollout.num_envs
-        # reset steps of NEXT_STEP envs (mask 0) are left out of the update altogether
-        keep = None if rollout.mask is None else np.flatnonzero(flat["mask"])
+        # reset steps of NEXT_STEP envs (mask 0) are left out of the update altogether; data parallel,
+        # they stay in with weight 0, so that every rank has the same number of samples and minibatches
+        keep = None if rollout.mask is None or self.world.distributed else np.flatnonzero(flat["mask"])
         obs, actions = (flat["obs"], flat["actions"]) if keep is None else (flat["obs"][keep], flat["actions"][keep])
         first_order = self.shuffle_rng.permutation(len(obs))
         logprobs, kept_values = score_in_minibatches(self.engine, obs, actions, first_order, config.minibatch_size)
@@ -330,25 +370,47 @@ class PPO:
                    "advantages": advantages.reshape(-1), "returns": returns.reshape(-1)}
         if keep is not None:
             samples["advantages"], samples["returns"] = samples["advantages"][keep], samples["returns"][keep]
+        if self.world.distributed and rollout.mask is not None:
+            samples["mask"] = flat["mask"]
         stats = self.engine.update(samples, settings, lambda epoch: first_order if epoch == 0 else self.shuffle_rng.permutation(len(obs)))
+        if self.world.distributed:  # this rank's share; _one_update adds the ranks up
+            return stats, explained_variance_sums(samples["values"], samples["returns"], samples.get("mask")), episodes
         return stats, explained_variance(samples["values"], samples["returns"]), episodes
 
+    def _normalizer_states(self) -> dict[str, dict]:
+        """Copies of the statistics of the enabled normalizers, from when the ranks last agreed."""
+        states = {}
+        for name in ("obs_normalizer", "reward_scaler"):
+            normalizer = getattr(self.policy, name, None)
+            if normalizer is not None and normalizer.enabled:
+                states[name] = {key: np.array(value, copy=True) for key, value in normalizer.stats.state_dict().items()}
+        return states
+
+    def _merge_normalizers(self, before: dict[str, dict]) -> None:
+        """Data parallel: after each rollout every rank's normalizers hold the statistics of all ranks' steps."""
+        for name, state in before.items():
+            merge_over_ranks(getattr(self.policy, name).stats, state, self.world)
+
     def _update_settings(self, clip_range: float) -> UpdateSettings:
-        return self.config.update_settings(clip_range=clip_range)
+        # data parallel: each rank takes its share of every minibatch
+        return self.config.update_settings(clip_range=clip_range, minibatch_size=self.config.minibatch_size // self.world.size)
 
     def _ensure_envs(self) -> None:
         if self.envs is not None:
             return
-        self.envs = make_vector_env(self.env_source, self.config.n_envs, self.config.vec_env, self.config.env_kwargs,
-                                    self.config.env_backend, self.config.seed)
+        # rank r steps the envs r * n + 0..n-1 of the global set (n per rank): seeded as a single process seeds them
+        n_envs = self.config.n_envs // self.world.size
+        seed_offset = self.world.rank * n_envs
+        self.envs = make_vector_env(self.env_source, n_envs, self.config.vec_env, self.config.env_kwargs,
+                                    self.config.env_backend, self.config.seed + seed_offset)
         self._check_spaces_match(self.envs.single_observation_space, self.envs.single_action_space)
         self.collector = RolloutCollector(self.envs, self.policy, self.config.n_steps, describe(self.env_source), self.rng,
                                           bootstrap_truncated=self.config.bootstrap_truncated, whole_games=is_atari_id(self.env_source))
         self.collector.global_step = self.global_step
         if self.pending_env_state is None:
-            self.collector.reset(seed=self.config.seed)
+            self.collector.reset(seed=self.config.seed + seed_offset)
         else:  # resumed: episodes restart from a recorded seed
-            self.collector.reset(seed=self.pending_env_state["seed"])
+            self.collector.reset(seed=self.pending_env_state["seed"] + seed_offset)
             if self.pending_env_state["action_space"] is not None:
                 self.envs.action_space.np_random.bit_generator.state = self.pending_env_state["action_space"]
             self.pending_env_state = None
@@ -378,7 +440,11 @@ class PPO:
 
     # ------------------------------------------------------------------ saving
     def save(self, directory: str | Path) -> Path:
-        """Write model.safetensors (weights and normalizer statistics) and model.json (config and spaces)."""
+        """Write model.safetensors (weights and normalizer statistics) and model.json (config and spaces).
+
+        Data parallel, rank 0 alone writes (every rank holds the same model); the others return the path."""
+        if not self.world.is_main:
+            return Path(directory)
         metadata = {
             "env_id": self.env_id,
             "config": self.config.to_dict(),
@@ -433,21 +499,31 @@ class PPO:
         return agent
 
 
-def build_policy_and_engine(kind: str, engine: str, observation_space, action_space, config: PPOConfig, init_seed, module=None):
+def build_policy_and_engine(kind: str, engine: str, observation_space, action_space, config: PPOConfig, init_seed, module=None, world=None):
     """The actor-critic and the engine that trains it (``ppokit.gym.actor_critic`` says which is which)."""
     if kind == "mlp":
         policy = Policy(observation_space, action_space, config)
         policy.params.initialize(np.random.default_rng(init_seed), config.ortho_init, config.log_std_init)
         if engine == "numpy":
-            return policy, NumpyEngine(policy.params, policy.dist, config.activation, config.learning_rate, config.adam_eps)
+            return policy, NumpyEngine(policy.params, policy.dist, config.activation, config.learning_rate, config.adam_eps, world)
         from ppokit.gym.torch_engine import TorchEngine  # imports torch: only when asked for
 
-        return policy, TorchEngine.for_parameters(policy.params, policy.dist, config.activation, config.learning_rate, config.adam_eps, config.torch_threads)
+        return policy, TorchEngine.for_parameters(policy.params, policy.dist, config.activation, config.learning_rate, config.adam_eps,
+                                                  config.torch_threads, world)
     from ppokit.gym.torch_engine import TorchEngine
     from ppokit.gym.torch_policy import TorchPolicy
 
     policy = TorchPolicy(observation_space, action_space, config, kind, module, init_seed=int(init_seed.generate_state(1)[0]))
-    return policy, TorchEngine(policy, config.learning_rate, config.adam_eps, config.torch_threads)
+    return policy, TorchEngine(policy, config.learning_rate, config.adam_eps, config.torch_threads, world)
+
+
+def check_divisible_by_world(config: PPOConfig, world) -> None:
+    """Data parallel: each rank takes n_envs / N envs and minibatch_size / N samples of every minibatch."""
+    for name in ("n_envs", "minibatch_size"):
+        value = getattr(config, name)
+        if value % world.size:
+            raise ConfigError(f"{name}={value} does not split evenly over {world.size} processes: data parallel, each process takes "
+                              f"{name} / {world.size}; pick a multiple of {world.size} (or another --nproc_per_node)")
 
 
 def score_in_minibatches(engine, obs: np.ndarray, actions: np.ndarray, order: np.ndarray, minibatch_size: int) -> tuple[np.ndarray, np.ndarray]:

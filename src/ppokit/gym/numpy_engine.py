@@ -15,7 +15,8 @@ import math
 import numpy as np
 
 from ppokit.core.settings import UpdateSettings
-from ppokit.core.update_loop import run_update
+from ppokit.core.update_loop import minibatch_moments, run_update, whitening
+from ppokit.distributed import World
 from ppokit.gym.numpy_adam import FlatAdam
 from ppokit.gym.numpy_mlp import NumpyMLP
 from ppokit.gym.params import PolicyParameters
@@ -27,8 +28,11 @@ class NumpyEngine:
 
     name = "numpy"
 
-    def __init__(self, params: PolicyParameters, dist, activation: str, learning_rate: float, adam_eps: float):
+    def __init__(self, params: PolicyParameters, dist, activation: str, learning_rate: float, adam_eps: float, world: World | None = None):
         self.params = params
+        # data parallel: each rank steps on its share of every minibatch and the flat gradient is summed over ranks
+        self.world = world or World()
+        self.world.broadcast_(params.flat)  # every rank starts from rank 0's weights
         self.dist = dist
         self.actor = NumpyMLP(params.layers("actor"), activation)
         self.critic = NumpyMLP(params.layers("critic"), activation)
@@ -53,15 +57,20 @@ class NumpyEngine:
 
     def update(self, samples: dict[str, np.ndarray], settings: UpdateSettings, order) -> dict[str, float]:
         """The core's update loop over ``samples``; ``order(epoch)`` gives each epoch's permutation."""
-        def step(index: np.ndarray):
-            return self._minibatch_step({name: array[index] for name, array in samples.items()}, settings)
+        def step(index: np.ndarray, moments: np.ndarray | None = None):
+            return self._minibatch_step({name: array[index] for name, array in samples.items()}, settings, moments)
 
-        return run_update(step, len(samples["advantages"]), settings, order)
+        def local_moments(permutation):
+            return minibatch_moments(samples["advantages"], samples.get("mask"), permutation, settings.minibatch_size)
 
-    def _minibatch_step(self, mb: dict[str, np.ndarray], settings: UpdateSettings) -> dict[str, float] | None:
+        return run_update(step, len(samples["advantages"]), settings, order, self.world, local_moments)
+
+    def _minibatch_step(self, mb: dict[str, np.ndarray], settings: UpdateSettings, moments: np.ndarray | None = None) -> dict[str, float] | None:
+        """``moments``: data parallel, this minibatch's global (count, advantage sum, sum of squares); every
+        mean then divides by the global count, so the per-rank sums add up to the global means."""
         mask = mb.get("mask")
         advantages = mb["advantages"]
-        count = len(advantages) if mask is None else float(mask.sum())
+        count = (len(advantages) if mask is None else float(mask.sum())) if moments is None else float(moments[0])
         # each sample's weight in the mean over real samples
         weight = 1.0 / max(count, 1.0) if mask is None else mask / max(count, 1.0)
 
@@ -69,7 +78,10 @@ class NumpyEngine:
             # a dot product with the sample weights: one call instead of numpy's mean() wrapper
             return float(x.sum()) * weight if mask is None else float(np.dot(x, weight))
 
-        if settings.normalize_advantage and count > 1:
+        if settings.normalize_advantage and count > 1 and moments is not None:
+            center, std = whitening(moments)
+            advantages = ((advantages - center) / std).astype(np.float32)
+        elif settings.normalize_advantage and count > 1:
             centered = advantages - mean(advantages)
             variance = (centered * centered).sum() / (count - 1) if mask is None else (centered * centered * mask).sum() / (count - 1)
             advantages = centered / np.sqrt(variance + 1e-8)
@@ -82,7 +94,8 @@ class NumpyEngine:
         log_ratio = logprob - mb["logprobs"]
         ratio = np.exp(log_ratio)
         approx_kl = mean((ratio - 1.0) - log_ratio)
-        if settings.target_kl is not None and approx_kl > 1.5 * settings.target_kl:
+        global_kl = float(self.world.sum(np.array([approx_kl]))[0]) if moments is not None and settings.target_kl is not None else approx_kl
+        if settings.target_kl is not None and global_kl > 1.5 * settings.target_kl:
             return None
         low, high = 1.0 - settings.clip_range, 1.0 + settings.clip_range
         unclipped = -advantages * ratio
@@ -121,7 +134,20 @@ class NumpyEngine:
         if self.log_std_grad is not None:
             self.log_std_grad[...] = grad_log_std
 
+        stats = {
+            "policy_loss": policy_loss,
+            "value_loss": value_loss,
+            "entropy": entropy_mean,
+            "old_approx_kl": mean(-log_ratio),
+            "approx_kl": approx_kl,
+            "clipfrac": mean(deviation > settings.clip_range),
+            "loss": loss,
+            "ratio_max_deviation": float(deviation.max()),
+        }
         grad = self.params.grad
+        if moments is not None:
+            self._sum_over_ranks(grad, stats)
+            loss = stats["loss"]
         grad_norm = math.sqrt(float(np.dot(grad, grad)))
         if not (math.isfinite(grad_norm) and math.isfinite(loss)):
             return {"skipped": True, "ratio_max_deviation": float("nan")}
@@ -130,14 +156,17 @@ class NumpyEngine:
             if coef < 1.0:
                 grad *= coef
         self.optimizer.step()
-        return {
-            "policy_loss": policy_loss,
-            "value_loss": value_loss,
-            "entropy": entropy_mean,
-            "old_approx_kl": mean(-log_ratio),
-            "approx_kl": approx_kl,
-            "clipfrac": mean(deviation > settings.clip_range),
-            "ratio_max_deviation": float(deviation.max()),
-            "loss": loss,
-            "grad_norm": grad_norm,
-        }
+        return stats | {"grad_norm": grad_norm}
+
+    def _sum_over_ranks(self, grad: np.ndarray, stats: dict[str, float]) -> None:
+        """One exchange per minibatch: the gradient and the statistics summed over ranks, the ratio deviation's maximum."""
+        names = list(stats)
+        buffer = np.concatenate([grad.astype(np.float64), np.array([stats[name] for name in names])])
+        gathered = self.world.gather(buffer)
+        total = gathered[0].copy()
+        for part in gathered[1:]:
+            total += part
+        grad[...] = total[: len(grad)]
+        for i, name in enumerate(names):
+            stats[name] = float(total[len(grad) + i])
+        stats["ratio_max_deviation"] = float(gathered[:, -1].max())

@@ -13,8 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ppokit.core import UpdateSettings, ppo_update
+from ppokit.distributed import World
 from ppokit.gym.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
 from ppokit.gym.params import PolicyParameters
 
@@ -77,15 +79,19 @@ class TorchEngine:
 
     name = "torch"
 
-    def __init__(self, model, learning_rate: float, adam_eps: float, threads: int):
+    def __init__(self, model, learning_rate: float, adam_eps: float, threads: int, world: World | None = None):
         torch.set_num_threads(threads)  # (nothing here draws random numbers: torch's global RNG is left alone)
         self.module = model
+        self.world = world or World()
+        # data parallel: DDP (which starts every rank from rank 0's weights) runs the update's forward passes
+        self.ddp = DistributedDataParallel(EvaluateActions(model)) if self.world.distributed else None
         self.optimizer = torch.optim.Adam(list(model.parameters()), lr=learning_rate, eps=adam_eps, fused=True)
 
     @classmethod
-    def for_parameters(cls, params: PolicyParameters, dist, activation: str, learning_rate: float, adam_eps: float, threads: int) -> TorchEngine:
+    def for_parameters(cls, params: PolicyParameters, dist, activation: str, learning_rate: float, adam_eps: float, threads: int,
+                       world: World | None = None) -> TorchEngine:
         """The engine over the numpy MLP's buffer: whatever it learns is at once what numpy acting sees."""
-        return cls(TorchActorCritic(params, dist, activation), learning_rate, adam_eps, threads)
+        return cls(TorchActorCritic(params, dist, activation), learning_rate, adam_eps, threads, world)
 
     def set_learning_rate(self, learning_rate: float) -> None:
         for group in self.optimizer.param_groups:
@@ -112,11 +118,29 @@ class TorchEngine:
 
     def update(self, samples: dict[str, np.ndarray], settings: UpdateSettings, order) -> dict[str, float]:
         tensors = {name: torch.from_numpy(array) for name, array in samples.items()}
+        evaluate = self.ddp if self.ddp is not None else EvaluateActions(self.module)
         return ppo_update(
-            lambda mb: self.module.evaluate_actions(mb["obs"], mb["actions"]),
+            lambda mb: evaluate(mb["obs"], mb["actions"]),
             self.optimizer,
             self.module.parameters(),
             tensors,
             settings,
             order=lambda epoch: torch.from_numpy(order(epoch)),
+            world=self.world,
+            ddp_modules=[self.ddp] if self.ddp is not None else [],
         )
+
+
+class EvaluateActions(nn.Module):
+    """A model's evaluate_actions as its forward(): DistributedDataParallel synchronizes what forward() computes.
+
+    The model may be an nn.Module or a TorchPolicy (a module plus a log-std): its parameters are listed here once.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.weights = nn.ParameterList(list(model.parameters()))
+        self.__dict__["model"] = model  # not a submodule: its parameters are the list above
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor):
+        return self.model.evaluate_actions(obs, actions)
