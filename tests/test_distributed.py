@@ -1,0 +1,147 @@
+"""Data parallel on torch.distributed (gloo, 2 processes on this machine): the update equals the
+single-process update, runs train, checkpoint and resume, and a failing rank stops every rank."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distributed_worker import one_update
+
+from ppokit.checkpoint import list_checkpoints, load_checkpoint
+
+WORKER = Path(__file__).parent / "distributed_worker.py"
+WALK = {"n_envs": 4, "n_steps": 16, "minibatch_size": 32, "n_epochs": 2, "normalize_obs": True, "normalize_reward": True, "tensorboard": False,
+        "total_steps": 64 * 6, "checkpoint_interval": 3, "eval_interval": 0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(*args, nproc: int = 2, nnodes: int = 1, node_rank: int = 0, port: int | None = None, extra_env: dict | None = None, wait: bool = True,
+           timeout: float = 240):
+    """torchrun on this machine: ``args`` after the launcher's own flags."""
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", f"--nnodes={nnodes}", f"--node_rank={node_rank}",
+               "--master_addr=127.0.0.1", f"--master_port={port or free_port()}", *map(str, args)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1", **(extra_env or {}))
+    if not wait:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def ranks_weights(out: Path, size: int = 2) -> list[np.ndarray]:
+    return [np.load(out / f"weights-rank{rank}.npy") for rank in range(size)]
+
+
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_two_ranks_with_half_the_batch_each_make_the_single_process_update(tmp_path, engine):
+    result = launch(WORKER, engine, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rank0, rank1 = ranks_weights(tmp_path)
+    np.testing.assert_array_equal(rank0, rank1)  # the ranks hold the same weights, bit for bit
+    single = one_update(engine, split_over=2)  # this process: a world of one, on the whole batch
+    assert np.abs(rank0 - single).max() < 1e-6
+    assert np.abs(single - _untrained_weights(engine)).max() > 1e-3  # the update moved the weights: the comparison says something
+
+
+def _untrained_weights(engine: str) -> np.ndarray:
+    import gymnasium as gym
+
+    from ppokit.gym.agent import build_policy_and_engine
+    from ppokit.gym.config import PPOConfig
+
+    config = PPOConfig.from_dict({"engine": engine})
+    policy, _ = build_policy_and_engine("mlp", engine, gym.spaces.Box(-10, 10, (4,), np.float32), gym.spaces.Discrete(2), config, np.random.SeedSequence(0))
+    return policy.params.flat.copy()
+
+
+def test_two_process_run_checkpoints_and_resumes_exactly(tmp_path):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    result = launch(WORKER, "train", full, json.dumps({"env": "walk", "config": WALK, "run_dir": str(full)}))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rank0, rank1 = ranks_weights(full)
+    np.testing.assert_array_equal(rank0, rank1)
+    counters = json.loads((full / "counters-rank0.json").read_text())
+    assert counters == {"global_step": 64 * 6, "num_updates": 6, "world_size": 2}  # global steps: both ranks' envs
+    _, meta, _ = load_checkpoint(list_checkpoints(full)[0])
+    assert meta["num_updates"] == 3 and meta["world_size"] == 2 and len(meta["ranks"]) == 2
+    assert meta["ranks"][0]["rng"]["actions"] != meta["ranks"][1]["rng"]["actions"]  # each rank's own stream
+    assert not (full / "checkpoints" / "update_000000003" / "rank1").exists()
+
+    middle = full / "checkpoints" / "update_000000003"
+    result = launch(WORKER, "train", resumed, json.dumps({"env": "walk", "resume": str(middle), "run_dir": str(resumed)}))
+    assert result.returncode == 0, result.stdout + result.stderr
+    np.testing.assert_array_equal(ranks_weights(resumed)[0], rank0)  # the resumed run ends where the uninterrupted one did
+
+    one = subprocess.run([sys.executable, str(WORKER), "train", tmp_path / "one", json.dumps({"env": "walk", "resume": str(middle)})],
+                         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)), timeout=120)
+    assert one.returncode != 0
+    assert "written by a run of 2 process(es)" in one.stderr and "not 1" in one.stderr
+
+
+def test_two_nodes_on_one_machine_train_and_agree(tmp_path):
+    port = free_port()
+    spec = json.dumps({"env": "walk", "config": WALK | {"total_steps": 64 * 3}})
+    nodes = [launch(WORKER, "train", tmp_path, spec, nproc=1, nnodes=2, node_rank=rank, port=port, wait=False) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=240)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    rank0, rank1 = ranks_weights(tmp_path)
+    np.testing.assert_array_equal(rank0, rank1)
+    assert json.loads((tmp_path / "counters-rank1.json").read_text())["global_step"] == 64 * 3
+
+
+def test_a_rank_that_raises_stops_every_rank_with_its_name_and_cause(tmp_path):
+    config = {"n_envs": 2, "n_steps": 16, "minibatch_size": 16, "total_steps": 32 * 100, "tensorboard": False, "eval_interval": 0}
+    started = time.monotonic()
+    result = launch(WORKER, "train", tmp_path, json.dumps({"env": "crash", "config": config, "run_dir": str(tmp_path / "run")}), timeout=120)
+    elapsed = time.monotonic() - started
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert elapsed < 90, f"took {elapsed:.0f} s"
+    # rank 0 learns from the failure record which rank failed and why
+    assert "rank 0: a collective failed (rank 1 raised EnvError" in output, output[-3000:]
+    assert "simulator lost contact" in output
+
+
+def test_a_rank_that_hangs_is_timed_out(tmp_path):
+    config = {"n_envs": 2, "n_steps": 16, "minibatch_size": 16, "total_steps": 32 * 4, "tensorboard": False, "eval_interval": 0}
+    started = time.monotonic()
+    result = launch(WORKER, "train", tmp_path, json.dumps({"env": "walk", "config": config, "hang_rank": 1}), extra_env={"PPOKIT_DIST_TIMEOUT": "5"},
+                    timeout=120)
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0
+    assert elapsed < 90, f"took {elapsed:.0f} s"
+    assert "rank 0: a collective failed" in result.stdout + result.stderr
+
+
+def test_sigint_to_the_launcher_leaves_a_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    launcher = launch("-m", "ppokit", "train", "CartPole-v1", "--run-dir", run, "--no-progress", "--quiet", "checkpoint_interval=1000", wait=False)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((run / "progress.csv").exists() and len((run / "progress.csv").read_text().splitlines()) > 20):
+        time.sleep(0.1)
+    launcher.send_signal(signal.SIGINT)
+    output, _ = launcher.communicate(timeout=90)
+    assert launcher.returncode != 0
+    _, meta, path = load_checkpoint(run)
+    assert meta["world_size"] == 2 and 20 <= meta["num_updates"] < 390, output[-2000:]
+    assert "--resume" in output
+
+
+@pytest.mark.learning
+def test_two_process_cartpole_solves(tmp_path):
+    run = tmp_path / "run"
+    result = launch("-m", "ppokit", "train", "CartPole-v1", "--run-dir", run, "--no-progress", "--quiet", timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    evaluation = json.loads((run / "eval.json").read_text())
+    assert evaluation["mean_return"] >= 475
+    assert not list(run.glob("*rank1*"))
