@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[bench]"
 	$(BIN)/python benchmarks/bench_sb3.py
 	$(BIN)/python benchmarks/bench_scaling.py
+	$(BIN)/python benchmarks/bench_distributed.py
 
 # ppokit's Atari preset against SB3's CnnPolicy on Breakout, 1M frames, seeds 0-2 (hours on 2 cores)
 bench-atari: $(STAMP)

@@ -145,3 +145,64 @@ def test_two_process_cartpole_solves(tmp_path):
     evaluation = json.loads((run / "eval.json").read_text())
     assert evaluation["mean_return"] >= 475
     assert not list(run.glob("*rank1*"))
+
+
+class _RecordingWorld:
+    """A world of two seen from one rank: ``sum`` adds the other rank's share, given up front (or records this one's)."""
+
+    distributed, size = True, 2
+
+    def __init__(self, peer=None):
+        self.peer, self.sent = peer, None
+
+    def sum(self, array):
+        self.sent = np.array(array, copy=True)
+        return array + self.peer if self.peer is not None else array
+
+
+def test_normalizer_statistics_merged_over_ranks_equal_one_process_seeing_every_batch():
+    from ppokit.core.running_stats import RunningMeanStd, merge_over_ranks
+
+    rng = np.random.default_rng(0)
+    seen_before = rng.normal(2.0, 3.0, size=(50, 3))
+    batches = {rank: [rng.normal(rank, 1.0 + rank, size=(8, 3)) for _ in range(4)] for rank in (0, 1)}
+    ranks = {rank: RunningMeanStd.fresh((3,)) for rank in (0, 1)}
+    single = RunningMeanStd.fresh((3,))
+    for stats in (*ranks.values(), single):
+        stats.update(seen_before)
+    before = {name: np.array(value, copy=True) for name, value in ranks[0].state_dict().items()}
+    for rank, stats in ranks.items():
+        for batch in batches[rank]:
+            stats.update(batch)
+    for batch in batches[0] + batches[1]:
+        single.update(batch)
+
+    recorder = _RecordingWorld()
+    merge_over_ranks(ranks[1], {k: v.copy() for k, v in before.items()}, recorder)  # rank 1's share, as it would send it
+    merge_over_ranks(ranks[0], before, _RecordingWorld(peer=recorder.sent))
+    np.testing.assert_allclose(ranks[0].mean, single.mean, rtol=1e-12)
+    np.testing.assert_allclose(ranks[0].var, single.var, rtol=1e-10)
+    assert float(ranks[0].count) == pytest.approx(float(single.count))
+
+
+def test_n_envs_or_minibatch_that_does_not_split_over_the_processes_is_a_clear_error():
+    from ppokit.distributed import World
+    from ppokit.errors import ConfigError
+    from ppokit.gym.agent import check_divisible_by_world
+    from ppokit.gym.config import PPOConfig
+
+    check_divisible_by_world(PPOConfig.from_dict({"n_envs": 8, "minibatch_size": 256}), World(size=2, rank=1))
+    with pytest.raises(ConfigError, match=r"n_envs=6 does not split evenly over 4 processes.*multiple of 4"):
+        check_divisible_by_world(PPOConfig.from_dict({"n_envs": 6, "minibatch_size": 64}), World(size=4))
+    with pytest.raises(ConfigError, match=r"minibatch_size=30 does not split evenly over 4 processes"):
+        check_divisible_by_world(PPOConfig.from_dict({"n_envs": 8, "minibatch_size": 30, "n_steps": 15}), World(size=4))
+
+
+def test_a_world_of_one_exchanges_nothing():
+    from ppokit.distributed import World
+
+    world = World()
+    assert not world.distributed and world.is_main
+    assert world.gather_json({"a": 1}) == [{"a": 1}] and world.broadcast_json(3) == 3
+    np.testing.assert_array_equal(world.sum(np.arange(3.0)), np.arange(3.0))
+    np.testing.assert_array_equal(world.gather_rows(np.ones((2, 2))), np.ones((2, 2)))

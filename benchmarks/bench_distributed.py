@@ -1,0 +1,137 @@
+"""Data parallel on this machine: steps per second against the number of processes (1, 2), side by side.
+
+Each workload trains with the same global hyperparameters at 1 and 2 processes (``torchrun
+--nproc_per_node=2 -m ppokit train ...``; the 2-process run steps n_envs / 2 envs per process and
+takes half of every minibatch), alternating the order, over seeds. SPS is the run's own
+``charts/SPS`` (env steps over training seconds, from progress.csv); the return is the mean of the
+deterministic evaluation episodes the CLI runs at the end. CartPole's zoo preset is also trained by
+Stable-Baselines3 in one process (benchmarks/run_one.py), for the ratio the issue asks about.
+
+    python benchmarks/bench_distributed.py [--seeds 0 1 2] [--workloads CartPole-v1 Pendulum-v1 HalfCheetah-v5 lm-sort]
+
+Writes benchmarks/results/distributed.md and the raw runs under benchmarks/results/raw/distributed/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench_sb3 import RESULTS, fmt, run
+
+RAW = RESULTS / "raw" / "distributed"
+# (env id, overrides applied at every process count). HalfCheetah's preset has one env: two here, so that two processes can split them.
+WORKLOADS = {
+    "CartPole-v1": ("CartPole-v1", []),
+    "Pendulum-v1": ("Pendulum-v1", []),
+    "HalfCheetah-v5": ("HalfCheetah-v5", ["n_envs=2", "total_steps=20480"]),
+}
+LM_WORKLOAD = "lm-sort"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launcher(processes: int) -> list[str]:
+    if processes == 1:
+        return [sys.executable, "-m", "ppokit"]
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", f"--master_port={free_port()}", "-m", "ppokit"]
+
+
+def train(workload: str, processes: int, seed: int) -> dict:
+    """One run; returns its SPS, wall seconds and evaluation return."""
+    env_id, overrides = WORKLOADS[workload]
+    run_dir = RAW / f"{workload}-{processes}proc-seed{seed}"
+    command = launcher(processes) + ["train", env_id, "--run-dir", str(run_dir), "--seed", str(seed), "--no-progress", "--quiet",
+                                     "tensorboard=false", *overrides]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    with open(run_dir / "progress.csv", newline="") as f:
+        last = list(csv.DictReader(f))[-1]
+    evaluation = json.loads((run_dir / "eval.json").read_text())
+    result = {"sps": float(last["charts/SPS"]), "steps": int(last["global_step"]), "wall_s": wall, "return": evaluation["mean_return"]}
+    print(f"{workload:16s} {processes} proc seed {seed}: {result['sps']:,.0f} SPS, return {result['return']:.1f}, {wall:.1f} s wall", flush=True)
+    return result
+
+
+def train_lm(processes: int, seed: int) -> dict:
+    """LM PPO on the sort task: episodes per second of the PPO stage."""
+    run_dir = RAW / f"{LM_WORKLOAD}-{processes}proc-seed{seed}"
+    command = launcher(processes) + ["lm", "ppo", "--task", "sort", "--run-dir", str(run_dir), "--seed", str(seed), "--no-progress", "--quiet"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    with open(run_dir / "progress.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    episodes, seconds = float(rows[-1]["episodes"]), float(rows[-1]["time_elapsed"])
+    result = {"sps": episodes / seconds, "steps": int(episodes), "wall_s": wall, "return": float(rows[-1]["env/score"])}
+    print(f"{LM_WORKLOAD:16s} {processes} proc seed {seed}: {result['sps']:,.2f} episodes/s, score {result['return']:.3f}, {wall:.1f} s wall", flush=True)
+    return result
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+def write_table(results: dict, sb3: list[float], seeds: list[int], path: Path) -> None:
+    lines = [
+        "# Data parallel: 1 and 2 processes on this machine",
+        "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `python benchmarks/bench_distributed.py`, seeds {', '.join(map(str, seeds))}, on",
+        f"{os.cpu_count()} cores, gloo. Same global hyperparameters at both counts (the preset; HalfCheetah with n_envs=2 and",
+        "20,480 steps). Medians over seeds. SPS: env steps (LM: episodes) per training second; return: mean of the deterministic",
+        "evaluation episodes at the end (LM: the last update's mean score).",
+        "",
+        "| workload | SPS, 1 process | SPS, 2 processes | 2 / 1 | return, 1 process | return, 2 processes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for workload, by_count in results.items():
+        one, two = (median([r["sps"] for r in by_count[p]]) for p in (1, 2))
+        r1, r2 = (median([r["return"] for r in by_count[p]]) for p in (1, 2))
+        spec = ",.2f" if workload == LM_WORKLOAD else ",.0f"
+        lines.append(f"| {workload} | {fmt(one, spec)} | {fmt(two, spec)} | {two / one:.2f}x | {fmt(r1, ',.2f')} | {fmt(r2, ',.2f')} |")
+    if sb3 and "CartPole-v1" in results:
+        two = median([r["sps"] for r in results["CartPole-v1"][2]])
+        one = median([r["sps"] for r in results["CartPole-v1"][1]])
+        lines += ["", f"CartPole-v1 zoo preset, Stable-Baselines3 in one process: {fmt(median(sb3))} SPS (seeds {', '.join(map(str, seeds))}).",
+                  f"ppokit / SB3: {one / median(sb3):.2f}x with 1 process, {two / median(sb3):.2f}x with 2 processes."]
+    lines += ["", "Raw runs: `benchmarks/results/raw/distributed/`."]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--workloads", nargs="+", default=[*WORKLOADS, LM_WORKLOAD], choices=[*WORKLOADS, LM_WORKLOAD])
+    parser.add_argument("--no-sb3", action="store_true", help="skip the Stable-Baselines3 CartPole runs")
+    args = parser.parse_args()
+    RAW.mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[int, list[dict]]] = {}
+    for workload in args.workloads:
+        results[workload] = {1: [], 2: []}
+        for i, seed in enumerate(args.seeds):
+            for processes in ((1, 2) if i % 2 == 0 else (2, 1)):  # alternate, so drift in the machine's speed hits both
+                one = train_lm(processes, seed) if workload == LM_WORKLOAD else train(workload, processes, seed)
+                results[workload][processes].append(one)
+    sb3 = []
+    if "CartPole-v1" in args.workloads and not args.no_sb3:
+        sb3 = [run("sb3", "CartPole-v1", seed, RAW, extra=["--no-eval"], name="CartPole-v1-sb3")["sps"] for seed in args.seeds]
+    (RAW / "summary.json").write_text(json.dumps({"results": results, "sb3_cartpole_sps": sb3}, indent=1))
+    write_table(results, sb3, args.seeds, RESULTS / "distributed.md")
+    print((RESULTS / "distributed.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
