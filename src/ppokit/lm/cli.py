@@ -86,8 +86,11 @@ def _trainer_class(name: str):
 
 
 def _run_trainer(args) -> int:
+    """Under torchrun (``torchrun --nproc_per_node=N -m ppokit lm ...``) every rank runs this: rank 0 alone prints and writes."""
     from ppokit.config import load_yaml, parse_overrides
+    from ppokit.distributed import current_world
     from ppokit.lm.config import LMPPOConfig, RewardModelConfig, SFTConfig
+    from ppokit.lm.device import resolve_device
 
     progress = False if args.no_progress else None
     trainer_class = _trainer_class(args.trainer)
@@ -97,8 +100,9 @@ def _run_trainer(args) -> int:
             raise ConfigError(f"--resume continues a run with its saved config; do not combine it with {', '.join(given)}")
         run_dir = Path(args.resume)
         trainer = trainer_class.resume(run_dir, overrides=parse_overrides(args.overrides), progress=progress, verbose=not args.quiet)
+        say = print if trainer.world.is_main else _quiet
         done = trainer.num_updates if args.trainer == "ppo" else trainer.step
-        print(f"ppokit: resuming lm {args.trainer} in {run_dir} at {'update' if args.trainer == 'ppo' else 'step'} {done} from {trainer.resumed_from}")
+        say(f"ppokit: resuming lm {args.trainer} in {run_dir} at {'update' if args.trainer == 'ppo' else 'step'} {done} from {trainer.resumed_from}")
     else:
         config_class, required = {"sft": (SFTConfig, ["model", "data"]), "rm": (RewardModelConfig, ["model", "data"]),
                                   "ppo": (LMPPOConfig, ["policy", "prompts"])}[args.trainer]
@@ -110,16 +114,23 @@ def _run_trainer(args) -> int:
         missing = [name for name in required if not getattr(config, name)]
         if missing:
             raise ConfigError(f"ppokit lm {args.trainer} needs {', '.join(f'{m}=...' for m in missing)} (see `ppokit lm {args.trainer} --help`)")
+        world = current_world(resolve_device(config.device).type)
+        say = print if world.is_main else _quiet
         run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"lm-{args.trainer}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        print(f"ppokit: lm {args.trainer}, run directory {run_dir}")
+        run_dir = Path(world.broadcast_json(str(run_dir)))  # rank 0's clock names it
+        if world.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        processes = f", data parallel over {world.size} processes ({config.parallel})" if world.distributed else ""
+        say(f"ppokit: lm {args.trainer}, run directory {run_dir}{processes}")
         trainer = trainer_class(config, run_dir, progress=progress, verbose=not args.quiet)
-    print(f"ppokit: device {trainer.device}, precision {trainer.precision.name}")
+    say(f"ppokit: device {trainer.device}, precision {trainer.precision.name}")
     result = trainer.train()
     if trainer.interrupted:
-        print(f"ppokit: interrupted by {trainer.interrupted}; checkpoint written. Continue with: ppokit lm {args.trainer} --resume {run_dir}", file=sys.stderr)
+        say(f"ppokit: interrupted by {trainer.interrupted}; checkpoint written. Continue with: ppokit lm {args.trainer} --resume {run_dir}", file=sys.stderr)
         return 130
+    if not trainer.world.is_main:
+        return 0
     if args.trainer == "sft":
         print(f"ppokit: eval loss {result['eval_loss_before']:.4f} -> {result['eval_loss']:.4f}; model saved to {run_dir / 'model'}")
     elif args.trainer == "rm":
@@ -128,6 +139,10 @@ def _run_trainer(args) -> int:
         print(f"ppokit: {result['episodes']} episodes in {result['seconds']:.1f} s, last batch score {result['final_score']:.3f}; "
               f"policy saved to {run_dir / 'policy'}")
     return 0
+
+
+def _quiet(*args, **kwargs) -> None:
+    """print() for the ranks other than 0."""
 
 
 def _generate(args) -> int:

@@ -49,6 +49,10 @@ class _RunSettings:
     (weights in bfloat16, for memory); 'auto': bf16-mixed on CUDA (fp16-mixed without bfloat16 support), else fp32."""
     gradient_checkpointing: bool = False
     """Recompute the trained models' activations in the backward pass instead of storing them (less memory, ~30% more compute)."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """Under torchrun: 'ddp' keeps a whole copy of each trained model on every process (DistributedDataParallel);
+    'fsdp' shards the trained models' weights, gradients and optimizer state over the processes (FSDP2), for models
+    that do not fit on one device. Without torchrun (one process) it changes nothing."""
 
     def _validate_run_settings(self) -> None:
         from ppokit.lm.device import check_device_name
@@ -80,6 +84,9 @@ class _SupervisedSettings:
     """AdamW learning rate (linearly decayed to 0)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
+    adam_eps: float = 1e-8
+    """AdamW epsilon. A step moves a weight by about learning_rate * g / (|g| + adam_eps): a larger epsilon damps
+    the steps of weights whose gradients are tiny (and whose sign is the least certain)."""
     max_grad_norm: float | None = 1.0
     """Global gradient-norm clip; null disables it."""
     max_length: int | None = None
@@ -90,7 +97,7 @@ class _SupervisedSettings:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        _positive(self, ["learning_rate"])
+        _positive(self, ["learning_rate", "adam_eps"])
         _non_negative(self, ["weight_decay", "max_grad_norm"])
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
@@ -251,3 +258,8 @@ class LMPPOConfig(ConfigBase, _RunSettings, UpdateFields):
             unknown = set(self.lora) - {"r", "alpha", "dropout", "target_modules"}
             if unknown:
                 raise ConfigError(f"lora has unknown keys {sorted(unknown)}; expected r, alpha, dropout, target_modules")
+        if self.parallel == "fsdp" and self.lora is not None:
+            raise ConfigError("parallel=fsdp does not support lora (merging the adapter needs the whole base model in one process); use parallel=ddp")
+        if self.parallel == "fsdp" and self.offload_reference:
+            raise ConfigError("parallel=fsdp does not support offload_reference (FSDP shards the reference over the processes instead); "
+                              "set offload_reference=false")

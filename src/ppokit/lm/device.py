@@ -50,6 +50,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def rank_device(name: str, device: torch.device, world) -> torch.device:
+    """Under torchrun on CUDA each process computes on the GPU of its LOCAL_RANK (``ppokit.distributed``);
+    ``device`` is what ``resolve_device(name)`` gave."""
+    if not world.distributed or device.type != "cuda":
+        return device
+    if ":" in name and int(name.split(":")[1]) != world.local_rank:
+        raise ConfigError(f"device={name!r} under torchrun: each process uses the GPU of its LOCAL_RANK (this one cuda:{world.local_rank}); "
+                          "set device=cuda or device=auto")
+    return torch.device("cuda", world.local_rank)
+
+
 def describe_device(device: torch.device) -> dict[str, str]:
     """What the run directory records about the device a run used."""
     info = {"device": str(device), "torch": torch.__version__}

@@ -21,11 +21,12 @@ class GenerationSettings:
 
 @torch.no_grad()
 def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, settings: GenerationSettings,
-                     eos_id: int, pad_id: int) -> torch.Tensor:
+                     eos_id: int, pad_id: int, synced: bool = False) -> torch.Tensor:
     """Raw generated tokens [B, R] after left-padded prompts (not yet cut at EOS).
 
     The pad token is never sampled (it would be indistinguishable from padding); past key/values are
-    cached, so each new token costs one forward pass over one position.
+    cached, so each new token costs one forward pass over one position. ``synced``: a model sharded over
+    the processes (FSDP) computes only when they all do, so every process steps until the last one is done.
     """
     was_training = model.training
     model.eval()
@@ -33,7 +34,7 @@ def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
         "do_sample": True, "temperature": settings.temperature, "top_k": settings.top_k or None, "top_p": settings.top_p}
     output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=settings.max_new_tokens,
                             min_new_tokens=1, eos_token_id=eos_id, pad_token_id=pad_id, use_cache=True,
-                            suppress_tokens=[pad_id] if pad_id != eos_id else None, **options)
+                            suppress_tokens=[pad_id] if pad_id != eos_id else None, synced_gpus=synced, **options)
     model.train(was_training)
     return output[:, prompt_ids.shape[1]:]
 

@@ -101,12 +101,14 @@ def _from_pretrained(auto_class, name_or_path, **kwargs):
         raise ConfigError(f"cannot load {auto_class.__name__} from {source!r}: {exc}") from None
 
 
-def save_pretrained(model, tokenizer, directory: str | Path) -> Path:
-    """Save weights as safetensors and config/tokenizer as JSON, loadable by ``from_pretrained``."""
+def save_pretrained(model, tokenizer, directory: str | Path, state_dict: dict | None = None) -> Path:
+    """Save weights as safetensors and config/tokenizer as JSON, loadable by ``from_pretrained``.
+
+    ``state_dict``: the weights to write instead of the model's own (a sharded model's, gathered)."""
     quiet_transformers()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(directory), safe_serialization=True)
+    model.save_pretrained(str(directory), safe_serialization=True, state_dict=state_dict)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(directory))
     return directory

@@ -11,6 +11,11 @@ The update's first minibatch repeats the rollout's computation exactly, so its r
 dropout is off in the trained models, and the policy's rollout log-probs are scored in the update's
 own first-epoch micro-batches (a row's result may depend on the shape of the batch it sits in).
 Everything lives on ``config.device``; log-probs, values and losses are float32 under any precision.
+
+Data parallel under torchrun (``ppokit.lm.parallel``): every rank draws the same global batch of
+prompts and rolls out its slice of it; score normalization, advantage whitening, the KL controller's
+mean KL and the logged statistics are taken over all ranks' responses; the update runs the policy and
+value model through DDP (or FSDP2 with ``parallel: fsdp``), and rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -25,15 +30,17 @@ import torch
 
 from ppokit.core.advantages import gae, next_values_from
 from ppokit.core.batch import micro_batch_slices, minibatch_indices
-from ppokit.core.losses import kl_k1, kl_k3, masked_whiten
-from ppokit.core.metrics import explained_variance
+from ppokit.core.losses import kl_k1, kl_k3
+from ppokit.core.metrics import explained_variance, explained_variance_from_sums, explained_variance_sums
 from ppokit.core.running_stats import RunningMeanStd
 from ppokit.core.schedules import AdaptiveKLController, FixedKLController
 from ppokit.core.update import ppo_update
+from ppokit.distributed import current_world
 from ppokit.errors import CheckpointError, ConfigError
 from ppokit.lm.checkpoints import (
     load_training_state,
     python_random_state,
+    rank_array,
     restore_training_state,
     resume_overrides,
     save_training_state,
@@ -41,7 +48,7 @@ from ppokit.lm.checkpoints import (
 )
 from ppokit.lm.config import LMPPOConfig, apply_run_settings
 from ppokit.lm.data import load_located_rows, prompt_of
-from ppokit.lm.device import placed, resolve_device, write_run_info
+from ppokit.lm.device import placed, rank_device, resolve_device, write_run_info
 from ppokit.lm.encoding import encode_prompt
 from ppokit.lm.generation import GenerationSettings, sample_responses
 from ppokit.lm.models import (
@@ -53,6 +60,19 @@ from ppokit.lm.models import (
     load_tokenizer,
     resize_for_tokenizer,
     save_pretrained,
+)
+from ppokit.lm.parallel import (
+    Forwarding,
+    check_divisible,
+    data_parallel,
+    ddp_wrappers,
+    gather_batch,
+    global_masked_whiten,
+    rank_seed,
+    rank_share,
+    reshard,
+    save_sharded,
+    shard,
 )
 from ppokit.lm.precision import Precision
 from ppokit.lm.reward_model import token_scores
@@ -103,7 +123,12 @@ class LMPPOTrainer:
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
         apply_run_settings(config)
-        self.device = resolve_device(config.device)
+        device = resolve_device(config.device)
+        self.world = current_world(device.type)  # data parallel under torchrun (ppokit.distributed)
+        self.device = rank_device(config.device, device, self.world)
+        self.world.check_same("the config", config.to_dict())
+        check_divisible({"batch_size": config.batch_size, "minibatch_size": config.minibatch_size}, self.world)
+        self.sharded = self.world.distributed and config.parallel == "fsdp"
         self.precision = Precision.resolve(config.precision, self.device)
         self.inference_dtype = self.precision.inference_dtype(config.inference_dtype)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.policy)
@@ -113,6 +138,7 @@ class LMPPOTrainer:
         self.policy, self.reference = self._build_policy_and_reference(policy, reference)
         self.value_model = self._build_value_model(value_model)
         self._place_models()
+        self._data_parallel()
         located = [(f"prompt {i + 1}", p) for i, p in enumerate(prompts)] if prompts is not None else \
             [(where, prompt_of(row)) for where, row in load_located_rows(config.prompts, "prompt")]
         self.prompts = [prompt for _, prompt in located]
@@ -127,10 +153,13 @@ class LMPPOTrainer:
         # fused: one kernel for all parameters; with small models the per-tensor optimizer overhead is ~5% of an update
         self.optimizer = torch.optim.Adam(self.parameters, lr=config.learning_rate, eps=config.adam_eps, fused=self.device.type in ("cpu", "cuda"))
         self.grad_scaler = self.precision.grad_scaler()
-        self.settings = config.update_settings(grad_accum_steps=config.grad_accum_steps)
-        self.order_rng = random.Random(config.seed)
+        # data parallel: each rank takes its share of every minibatch
+        self.settings = config.update_settings(grad_accum_steps=config.grad_accum_steps, minibatch_size=config.minibatch_size // self.world.size)
+        self.order_rng = random.Random(config.seed)  # the global prompt order: the same on every rank
         self.prompt_queue: list[int] = []  # prompt indices still to visit in the current shuffled pass
-        self.minibatch_generator = torch.Generator().manual_seed(config.seed)
+        self.minibatch_generator = torch.Generator().manual_seed(rank_seed(config.seed, self.world))
+        if self.world.rank > 0:  # the models are built (alike on every rank): sample with a stream of this rank's own
+            torch.manual_seed(rank_seed(config.seed, self.world))
         self.num_updates = self.episodes = 0
         self.tokens = 0.0  # response tokens generated over the run
         self.elapsed_before = 0.0  # seconds trained before a resume
@@ -214,6 +243,16 @@ class LMPPOTrainer:
         if isinstance(self.reward, RewardModelReward):
             self.reward.batch_size = self.forward_batch_size
 
+    def _data_parallel(self) -> None:
+        """The modules the computations run through. ``value_scores``: the value model's per-token values as a
+        forward(); ``policy_update`` and ``value_update``: what the update's gradient steps run, DDP wrappers
+        (or the FSDP-sharded models themselves) under torchrun; in a world of one the models."""
+        self.value_scores = Forwarding(self.value_model, token_scores)
+        self.policy_update = data_parallel(self.policy, self.world, self.config.parallel)
+        self.value_update = data_parallel(self.value_scores, self.world, self.config.parallel)
+        if self.sharded and self.reference is not None:  # a whole copy of the policy would not fit either
+            shard(self.reference, self.world)
+
     @property
     def forward_batch_size(self) -> int:
         return self.config.forward_batch_size or self.config.batch_size
@@ -253,9 +292,9 @@ class LMPPOTrainer:
         logits = self._forward(model, sampled["sequence_ids"][rows], sampled["sequence_mask"][rows], sampled["prompt_width"])
         return token_logprobs(logits, sampled["response_ids"][rows], self.config.temperature)
 
-    def _values(self, sequence_ids, sequence_mask, prompt_width) -> torch.Tensor:
+    def _values(self, sequence_ids, sequence_mask, prompt_width, value_scores=None) -> torch.Tensor:
         with self.precision.autocast():
-            return token_scores(self.value_model, sequence_ids, sequence_mask)[:, prompt_width - 1 : -1]
+            return (value_scores or self.value_scores)(sequence_ids, sequence_mask)[:, prompt_width - 1 : -1]
 
     def _in_chunks(self, function, size: int) -> torch.Tensor:
         """function(rows) over consecutive row chunks of forward_batch_size, concatenated."""
@@ -268,8 +307,8 @@ class LMPPOTrainer:
         prompt_ids, prompt_mask = pad_sequences(prompt_tokens, pad, side="left", device=self.device)
         chunk = self.config.generation_batch_size or len(prompt_tokens)
         with self.precision.autocast():
-            parts = [sample_responses(self.policy, prompt_ids[start : start + chunk], prompt_mask[start : start + chunk], settings, eos, pad)
-                     for start in range(0, len(prompt_tokens), chunk)]
+            parts = [sample_responses(self.policy, prompt_ids[start : start + chunk], prompt_mask[start : start + chunk], settings, eos, pad,
+                                      synced=self.sharded) for start in range(0, len(prompt_tokens), chunk)]
         width = max(part.shape[1] for part in parts)  # chunks whose responses all ended early are shorter
         raw = torch.cat([torch.nn.functional.pad(part, (0, width - part.shape[1]), value=pad) for part in parts])
         responses, response_mask, has_eos = truncate_at_eos(raw, eos, pad)
@@ -313,7 +352,7 @@ class LMPPOTrainer:
     def _first_epoch_layout(self, count: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The update's first-epoch permutation (drawn now, from the minibatch generator) and its micro-batches."""
         permutation = torch.randperm(count, generator=self.minibatch_generator)
-        layout = [minibatch[part].to(self.device) for minibatch in minibatch_indices(count, self.config.minibatch_size, permutation=permutation)
+        layout = [minibatch[part].to(self.device) for minibatch in minibatch_indices(count, self.settings.minibatch_size, permutation=permutation)
                   for part in micro_batch_slices(len(minibatch), self.config.grad_accum_steps)]
         return permutation, layout
 
@@ -332,8 +371,9 @@ class LMPPOTrainer:
         kl = self.kl_estimator(logprobs, scored["ref_logprobs"]) * mask
         rewards = per_token_rewards(scores, kl, mask, self.kl_controller.value)
         advantages, returns = token_advantages(rewards, values, mask, self.config.gamma, self.config.gae_lambda)
-        if self.config.whiten_advantages:
-            advantages = masked_whiten(advantages, mask) * mask
+        if self.config.whiten_advantages:  # over every rank's response tokens
+            advantages = global_masked_whiten(advantages, mask, self.world) * mask
+        reshard(self.policy, self.value_scores, self.reference)  # (FSDP: after forward passes without a backward)
         return {
             **{k: sampled[k] for k in ("prompts", "responses", "has_eos", "prompt_width")},
             "raw_scores": scored["raw_scores"], "scores": scores, "rewards": rewards, "first_epoch_order": permutation,
@@ -343,11 +383,13 @@ class LMPPOTrainer:
         }
 
     def _normalize_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """By the statistics of the global batch: every rank's scores, in rank order."""
         mode = self.config.score_normalization
-        if mode == "batch" and scores.numel() > 1:
-            scores = (scores - scores.mean()) / (scores.std() + 1e-8)
+        every_rank = gather_batch(scores, self.world) if mode != "none" else scores
+        if mode == "batch" and every_rank.numel() > 1:
+            scores = (scores - every_rank.mean()) / (every_rank.std() + 1e-8)
         elif mode == "running":
-            self.score_moments.update(scores)
+            self.score_moments.update(every_rank)
             mean, std = self.score_moments.mean, torch.sqrt(self.score_moments.var + 1e-8)
             scores = (scores - mean.to(scores.dtype)) / std.to(scores.dtype)
         if self.config.score_clip is not None:
@@ -360,51 +402,55 @@ class LMPPOTrainer:
         width = batch["prompt_width"]
 
         def evaluate(minibatch):
-            logits = self._forward(self.policy, minibatch["sequence_ids"], minibatch["sequence_mask"], width)
+            logits = self._forward(self.policy_update, minibatch["sequence_ids"], minibatch["sequence_mask"], width)
             logprob = token_logprobs(logits, minibatch["responses"], self.config.temperature)
             with nullcontext() if self.config.ent_coef else torch.no_grad():  # without a bonus entropy is only reported
                 entropy = token_entropy(logits, self.config.temperature)
-            return logprob, entropy, self._values(minibatch["sequence_ids"], minibatch["sequence_mask"], width)
+            return logprob, entropy, self._values(minibatch["sequence_ids"], minibatch["sequence_mask"], width, self.value_update)
 
         first_epoch = batch["first_epoch_order"]
         self._training_mode(True)
         try:
             return ppo_update(evaluate, self.optimizer, self.parameters, batch["samples"], self.settings, generator=self.minibatch_generator,
-                              order=lambda epoch: first_epoch if epoch == 0 else None, grad_scaler=self.grad_scaler)
+                              order=lambda epoch: first_epoch if epoch == 0 else None, grad_scaler=self.grad_scaler, world=self.world,
+                              ddp_modules=ddp_wrappers(self.policy_update, self.value_update))
         finally:
             self._training_mode(False)
+            reshard(self.policy, self.value_scores)  # (FSDP: a target-KL stop may leave a forward without its backward)
 
     # ------------------------------------------------------------------ loop
     def train(self) -> dict[str, float]:
         """Train until total_episodes (continuing a resumed run). After SIGINT/SIGTERM the run stops at
         the next update boundary with a checkpoint and ``interrupted`` names the signal."""
         config = self.config
+        main = self.world.is_main  # data parallel: the other ranks write and show nothing
         total_updates = config.total_episodes // config.batch_size
-        if self.run_dir is not None:
+        if self.run_dir is not None and main:
             write_run_info(self.run_dir, "lm_ppo", self.device, self.precision.name)
-        logger = MetricsLogger(self.run_dir, COLUMNS, total=total_updates * config.batch_size, unit="episode", tensorboard=config.tensorboard,
-                               progress=self.progress, console=self.verbose, log_interval=config.log_interval,
-                               resume_after_step=self.num_updates if self.resumed_from is not None else None, initial=self.episodes)
+        logger = MetricsLogger(self.run_dir if main else None, COLUMNS, total=total_updates * config.batch_size, unit="episode",
+                               tensorboard=config.tensorboard, progress=self.progress if main else False, console=self.verbose and main,
+                               log_interval=config.log_interval, resume_after_step=self.num_updates if self.resumed_from is not None else None,
+                               initial=self.episodes)
         started = time.perf_counter()
         elapsed = lambda: self.elapsed_before + time.perf_counter() - started  # noqa: E731
         try:
-            with StopRequest() as stop:
+            with StopRequest() as stop, self.world.failing():
                 while self.num_updates < total_updates:
-                    indices = self._next_prompts()
-                    batch = self.rollout(indices)
+                    indices = self._next_prompts()  # the global batch; this rank rolls out its slice
+                    batch = self.rollout(rank_share(indices, self.world))
                     stats = self.update(batch)
                     self.num_updates += 1
                     self.episodes += len(indices)
-                    mean_kl = float(batch["kl_sum"].mean())
-                    row = self._row(batch, stats, mean_kl, elapsed())
+                    row, mean_kl = self._row(batch, stats, elapsed())
                     self.kl_controller.update(mean_kl, len(indices))
                     logger.log(self.num_updates, self.episodes, row, ["env/score", "env/gold", "env/kl", "losses/approx_kl"])
+                    signal_name = self._agree_on_signal(stop.signal_name)
                     due = config.checkpoint_interval and self.num_updates % config.checkpoint_interval == 0
-                    if self.run_dir is not None and (due or stop.signal_name):
+                    if self.run_dir is not None and (due or signal_name):
                         self.save_checkpoint(elapsed())
-                    if stop.signal_name:
-                        self.interrupted = stop.signal_name
-                        logger.message(f"{stop.signal_name} received: stopped after update {self.num_updates}" +
+                    if signal_name:
+                        self.interrupted = signal_name
+                        logger.message(f"{signal_name} received: stopped after update {self.num_updates}" +
                                        (f"; checkpoint written, continue with: ppokit lm ppo --resume {self.run_dir}" if self.run_dir else ""))
                         break
         finally:
@@ -416,6 +462,12 @@ class LMPPOTrainer:
         return {"updates": self.num_updates, "episodes": self.episodes, "seconds": elapsed(), "interrupted": self.interrupted,
                 "final_score": self.history[-1]["env/score"] if self.history else float("nan")}
 
+    def _agree_on_signal(self, signal_name: str | None) -> str | None:
+        """The ranks stop together: after the update where any of them was asked to."""
+        if not self.world.distributed:
+            return signal_name
+        return (signal_name or "SIGINT/SIGTERM (on another rank)") if self.world.any(signal_name is not None) else None
+
     def _next_prompts(self) -> list[int]:
         """The next batch of prompt indices: shuffled passes over the prompts, one after another."""
         while len(self.prompt_queue) < self.config.batch_size:
@@ -425,22 +477,32 @@ class LMPPOTrainer:
         indices, self.prompt_queue = self.prompt_queue[: self.config.batch_size], self.prompt_queue[self.config.batch_size :]
         return indices
 
-    def _row(self, batch: dict, stats: dict[str, float], mean_kl: float, elapsed: float) -> dict[str, float]:
+    def _row(self, batch: dict, stats: dict[str, float], elapsed: float) -> tuple[dict[str, float], float]:
+        """The logged statistics of the update, over every rank's responses, and the mean summed KL for the KL controller."""
         samples = batch["samples"]
-        tokens = float(samples["mask"].sum())
+        mask = samples["mask"]
+        gold = [self.gold_reward(p, r) for p, r in zip(batch["prompts"], batch["responses"])] if self.gold_reward is not None else None
+        columns = [batch["raw_scores"], batch["scores"], batch["has_eos"], batch["rewards"].sum(1), mask.sum(1), batch["kl_sum"],
+                   torch.tensor(gold or [0.0] * len(batch["prompts"]))]
+        per_response = torch.stack([column.to(mask.device, torch.float64) for column in columns], 1)
+        raw_score, score, eos, reward_total, tokens, kl, gold_total = gather_batch(per_response, self.world).sum(0).tolist()
+        count = len(batch["prompts"]) * self.world.size
+        if self.world.distributed:
+            explained = explained_variance_from_sums(self.world.sum(explained_variance_sums(samples["values"], samples["returns"], mask)))
+        else:
+            explained = explained_variance(samples["values"], samples["returns"], mask)
         self.tokens += tokens
         row = {"episodes": self.episodes, "time_elapsed": elapsed, "charts/episodes_per_second": self.episodes / max(elapsed, 1e-9),
                "charts/tokens_per_second": self.tokens / max(elapsed, 1e-9),
-               "env/score": float(batch["raw_scores"].mean()), "env/score_normalized": float(batch["scores"].mean()),
-               "env/kl": mean_kl, "env/kl_coef": self.kl_controller.value, "env/response_length": tokens / len(batch["prompts"]),
-               "env/eos_fraction": float(batch["has_eos"].float().mean()), "env/reward_total": float(batch["rewards"].sum(1).mean()),
-               "losses/explained_variance": explained_variance(samples["values"], samples["returns"], samples["mask"])}
-        if self.gold_reward is not None:
-            row["env/gold"] = sum(self.gold_reward(p, r) for p, r in zip(batch["prompts"], batch["responses"])) / len(batch["prompts"])
+               "env/score": raw_score / count, "env/score_normalized": score / count,
+               "env/kl": kl / count, "env/kl_coef": self.kl_controller.value, "env/response_length": tokens / count,
+               "env/eos_fraction": eos / count, "env/reward_total": reward_total / count, "losses/explained_variance": explained}
+        if gold is not None:
+            row["env/gold"] = gold_total / count
         for name in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm", "first_ratio_deviation"):
             if name in stats:
                 row[f"losses/{name}"] = stats[name]
-        return row
+        return row, kl / count
 
     # ------------------------------------------------------------------ evaluation and saving
     @torch.no_grad()
@@ -453,6 +515,7 @@ class LMPPOTrainer:
             settings = GenerationSettings(self.generation.max_new_tokens, self.generation.temperature, self.generation.top_k, self.generation.top_p, greedy)
             sampled = self._sample(prompts, self._encode_prompts([(f"prompt {i + 1}", p) for i, p in enumerate(prompts)]), settings)
             scored = self._score(sampled, policy_layout=None)
+            reshard(self.policy, self.reference)  # (FSDP: after forward passes without a backward)
             kl = kl_k1(scored["logprobs"], scored["ref_logprobs"]).mul(sampled["mask"]).sum(1)
             result = {"score": float(scored["raw_scores"].mean()), "kl": float(kl.mean()), "eos_fraction": float(sampled["has_eos"].float().mean()),
                       "samples": list(zip(prompts[:5], sampled["responses"][:5]))}
@@ -467,21 +530,28 @@ class LMPPOTrainer:
         return self.policy
 
     def save(self, directory: str | Path) -> Path:
-        """The policy (LoRA merged) and tokenizer, loadable with load_causal_lm; the value model beside it."""
+        """The policy (LoRA merged) and tokenizer, loadable with load_causal_lm; the value model beside it.
+
+        Data parallel, every rank calls this (FSDP gathers the shards) and rank 0 alone writes."""
         directory = Path(directory)
-        save_pretrained(self.trained_policy(), self.tokenizer, directory)
-        save_pretrained(self.value_model, self.tokenizer, directory / "value_model")
+        if self.sharded:
+            save_sharded(self.policy, self.tokenizer, directory, self.world)
+            save_sharded(self.value_model, self.tokenizer, directory / "value_model", self.world)
+        elif self.world.is_main:
+            save_pretrained(self.trained_policy(), self.tokenizer, directory)
+            save_pretrained(self.value_model, self.tokenizer, directory / "value_model")
         return directory
 
-    def save_checkpoint(self, elapsed: float = 0.0) -> Path:
+    def save_checkpoint(self, elapsed: float = 0.0) -> Path | None:
+        """Every rank calls this; rank 0 writes (with every rank's random streams) and returns the folder, the others None."""
         state = {"trainer": "lm_ppo", "config": self.config.to_dict(), "device": str(self.device), "precision": self.precision.name,
                  "num_updates": self.num_updates, "episodes": self.episodes, "tokens": self.tokens,
                  "elapsed_seconds": elapsed, "kl_controller": self.kl_controller.state_dict(),
                  "order_rng": python_random_state(self.order_rng), "prompt_queue": self.prompt_queue}
         arrays = {f"score_moments.{name}": value for name, value in self.score_moments.state_dict().items()}
-        arrays["rng.minibatch_order"] = self.minibatch_generator.get_state()
         return save_training_state(self.run_dir, self.num_updates, {"policy": self.policy, "value": self.value_model}, self.optimizer, state,
-                                   self.config.keep_checkpoints, self.device, arrays, self.grad_scaler)
+                                   self.config.keep_checkpoints, self.device, arrays, self.grad_scaler, self.world,
+                                   rank_arrays={"rng.minibatch_order": self.minibatch_generator.get_state()})
 
     @classmethod
     def resume(cls, run_dir: str | Path, overrides: dict | None = None, **kwargs) -> LMPPOTrainer:
@@ -495,7 +565,7 @@ class LMPPOTrainer:
         trainer = cls(config, run_dir=checkpoint_dir.parent.parent, **kwargs)
         source = f"checkpoint {str(checkpoint_dir)!r}"
         restore_training_state(arrays, meta, source, {"policy": trainer.policy, "value": trainer.value_model}, trainer.optimizer,
-                               trainer.device, trainer.grad_scaler)
+                               trainer.device, trainer.grad_scaler, trainer.world)
         try:
             trainer.num_updates, trainer.episodes = int(meta["num_updates"]), int(meta["episodes"])
             trainer.tokens, trainer.elapsed_before = float(meta["tokens"]), float(meta["elapsed_seconds"])
@@ -503,7 +573,7 @@ class LMPPOTrainer:
             set_python_random_state(trainer.order_rng, meta["order_rng"])
             trainer.prompt_queue = [int(i) for i in meta["prompt_queue"]]
             trainer.score_moments.load_state_dict({name: arrays[f"score_moments.{name}"] for name in ("mean", "var", "count")})
-            trainer.minibatch_generator.set_state(arrays["rng.minibatch_order"])
+            trainer.minibatch_generator.set_state(rank_array(arrays, "rng.minibatch_order", trainer.world))
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{source}: checkpoint state is incomplete or malformed ({type(exc).__name__}: {exc})") from None
         if any(i >= len(trainer.prompts) for i in trainer.prompt_queue):

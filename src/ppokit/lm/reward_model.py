@@ -13,6 +13,7 @@ from ppokit.errors import ConfigError
 from ppokit.lm.config import RewardModelConfig
 from ppokit.lm.encoding import check_length, encode_prompt_and_response
 from ppokit.lm.models import load_scalar_model
+from ppokit.lm.parallel import Forwarding
 from ppokit.lm.sequences import causal_inputs, last_token_index, pad_sequences
 from ppokit.lm.supervised_loop import SupervisedTrainer
 
@@ -44,17 +45,22 @@ class RewardModelTrainer(SupervisedTrainer):
     def _load_model(self, name_or_path, tokenizer, dtype):
         return load_scalar_model(name_or_path, tokenizer, dtype)
 
+    def _scorer(self, model):
+        return Forwarding(model, sequence_scores)  # a function of the body and head: DDP and FSDP need it as a forward()
+
     def _encode(self, row: dict, limit: int | None, where: str) -> tuple[list[int], list[int]]:
         chosen, _ = encode_prompt_and_response(self.tokenizer, row["prompt"], row["chosen"], where)
         rejected, _ = encode_prompt_and_response(self.tokenizer, row["prompt"], row["rejected"], where)
         check_length(max(len(chosen), len(rejected)), limit, where, "prompt + response")
         return chosen, rejected
 
-    def pair_scores(self, pairs: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def pair_scores(self, pairs: list[tuple[list[int], list[int]]], scorer=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores of the chosen and the rejected responses; ``scorer``: what computes them (default the model's
+        scores; training, their data-parallel wrapper)."""
         sequences = [c for c, _ in pairs] + [r for _, r in pairs]
         ids, mask = pad_sequences(sequences, self.tokenizer.pad_token_id, side=self.config.padding_side, device=self.device)
         with self.precision.autocast():
-            scores = sequence_scores(self.model, ids, mask)
+            scores = (scorer or self.scorer)(ids, mask)
         return scores[: len(pairs)], scores[len(pairs) :]
 
     @torch.no_grad()
@@ -72,14 +78,14 @@ class RewardModelTrainer(SupervisedTrainer):
             loss += float(-torch.nn.functional.logsigmoid(margin).sum())
         return {"accuracy": correct / len(pairs), "loss": loss / len(pairs)}
 
-    def step_loss(self, pairs):
-        chosen, rejected = self.pair_scores(pairs)
+    def step_terms(self, pairs):
+        chosen, rejected = self.pair_scores(pairs, self.trained)
         margin = chosen - rejected
-        loss = -torch.nn.functional.logsigmoid(margin).mean()
+        loss = -torch.nn.functional.logsigmoid(margin).sum()
         if self.config.center_rewards_coef:
-            loss = loss + self.config.center_rewards_coef * ((chosen + rejected) ** 2).mean()
+            loss = loss + self.config.center_rewards_coef * ((chosen + rejected) ** 2).sum()
         margin = margin.detach()
-        return loss, {"train/loss": float(loss.detach()), "train/accuracy": float((margin > 0).float().mean()), "train/margin": float(margin.mean())}
+        return loss, float(len(pairs)), {"train/loss": float(loss.detach()), "train/accuracy": float((margin > 0).sum()), "train/margin": float(margin.sum())}
 
     def held_out(self) -> dict[str, float]:
         result = self.evaluate()

@@ -38,15 +38,21 @@ class SFTTrainer(SupervisedTrainer):
         trained, _ = pad_sequences([[int(t) for t in flags] for _, flags in examples], 0, side="right", device=self.device)
         return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(trained == 0, IGNORE)}
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        """Mean cross-entropy over completion tokens (in float32), and how many there were."""
+    def loss_sum(self, batch: dict[str, torch.Tensor], model=None) -> tuple[torch.Tensor, int]:
+        """Cross-entropy summed over completion tokens (in float32), and how many there were; ``model``: what
+        computes the logits (default the model; training, its data-parallel wrapper)."""
         with self.precision.autocast():
-            logits = self.model(input_ids=batch["input_ids"], use_cache=False, **causal_inputs(batch["attention_mask"])).logits
+            logits = (model or self.scorer)(input_ids=batch["input_ids"], use_cache=False, **causal_inputs(batch["attention_mask"])).logits
         targets = batch["labels"][:, 1:]
         count = int((targets != IGNORE).sum())
         loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
                                                  ignore_index=IGNORE, reduction="sum")
-        return loss / max(count, 1), count
+        return loss, count
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """Mean cross-entropy over completion tokens (in float32), and how many there were."""
+        total, count = self.loss_sum(batch)
+        return total / max(count, 1), count
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -56,14 +62,14 @@ class SFTTrainer(SupervisedTrainer):
         self.model.eval()
         total, tokens = 0.0, 0
         for start in range(0, len(self.eval_examples), self.config.batch_size):
-            loss, count = self.loss(self._batch(self.eval_examples[start : start + self.config.batch_size]))
-            total += float(loss) * count
+            loss, count = self.loss_sum(self._batch(self.eval_examples[start : start + self.config.batch_size]))
+            total += float(loss)
             tokens += count
         return total / max(tokens, 1)
 
-    def step_loss(self, examples):
-        loss, _ = self.loss(self._batch(examples))
-        return loss, {"train/loss": float(loss.detach())}
+    def step_terms(self, examples):
+        loss, count = self.loss_sum(self._batch(examples), self.trained)
+        return loss, float(count), {"train/loss": float(loss.detach())}
 
     def held_out(self) -> dict[str, float]:
         return {"eval/loss": self.evaluate()}

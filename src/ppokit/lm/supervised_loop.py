@@ -1,6 +1,12 @@
 """What SFT and the reward model share: their set-up (settings, device, precision, tokenizer, model,
 encoded rows) and their training loop, shuffled epochs of AdamW steps with a linearly decaying
-learning rate, a held-out evaluation at each epoch's end, logs, checkpoints and exact resume."""
+learning rate, a held-out evaluation at each epoch's end, logs, checkpoints and exact resume.
+
+Data parallel under torchrun (``ppokit.lm.parallel``): every rank draws the same global batch and
+computes the loss on its slice, weighted by its share of the global count of tokens (SFT) or pairs
+(reward model), so that the gradients DDP (or FSDP2) averages are those of the global mean; the
+logged statistics are global, and rank 0 alone writes. Every rank evaluates all held-out rows.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,10 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from ppokit.distributed import current_world
 from ppokit.errors import CheckpointError, ConfigError
 from ppokit.lm.checkpoints import (
     load_training_state,
@@ -25,8 +33,9 @@ from ppokit.lm.checkpoints import (
 )
 from ppokit.lm.config import apply_run_settings
 from ppokit.lm.data import train_and_eval_rows
-from ppokit.lm.device import resolve_device, write_run_info
+from ppokit.lm.device import rank_device, resolve_device, write_run_info
 from ppokit.lm.models import context_length, enable_gradient_checkpointing, load_tokenizer, resize_for_tokenizer, save_pretrained
+from ppokit.lm.parallel import data_parallel, rank_seed, rank_share, reshard, save_sharded
 from ppokit.lm.precision import Precision
 from ppokit.run_logging import MetricsLogger
 from ppokit.signals import StopRequest
@@ -49,7 +58,11 @@ class SupervisedTrainer:
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
         apply_run_settings(config)
-        self.device = resolve_device(config.device)
+        device = resolve_device(config.device)
+        self.world = current_world(device.type)  # data parallel under torchrun (ppokit.distributed)
+        self.device = rank_device(config.device, device, self.world)
+        self.world.check_same("the config", config.to_dict())
+        self.sharded = self.world.distributed and config.parallel == "fsdp"
         self.precision = Precision.resolve(config.precision, self.device)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model)
         model = model if model is not None else self._load_model(config.model, self.tokenizer, self.precision.weights_dtype)
@@ -57,6 +70,12 @@ class SupervisedTrainer:
         self.model = model.to(self.device, dtype=self.precision.weights_dtype)
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(self.model)
+        # ``scorer`` computes the trainer's output (held-out evaluation); ``trained``, what the gradient steps run:
+        # its DDP wrapper, or the scorer itself (one process, or sharded in place by FSDP)
+        self.scorer = self._scorer(self.model)
+        self.trained = data_parallel(self.scorer, self.world, config.parallel)
+        if self.world.rank > 0:  # the model is built (and the same on every rank): dropout with a stream of this rank's own
+            torch.manual_seed(rank_seed(config.seed, self.world))
         train_rows, eval_rows = train_and_eval_rows(config, self.row_kind, train_rows, eval_rows)
         limit = config.max_length or context_length(self.model)
         self.train_examples = [self._encode(row, limit, f"{where} (training {self.row_name})") for where, row in train_rows]
@@ -65,7 +84,7 @@ class SupervisedTrainer:
 
         self.steps_per_epoch = math.ceil(len(self.train_examples) / config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, eps=config.adam_eps, weight_decay=config.weight_decay)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: max(0.0, 1.0 - step / self.total_steps))
         self.grad_scaler = self.precision.grad_scaler()
         self.order_rng = random.Random(config.seed)
@@ -81,11 +100,16 @@ class SupervisedTrainer:
     def _load_model(self, name_or_path, tokenizer, dtype):
         raise NotImplementedError
 
+    def _scorer(self, model) -> torch.nn.Module:
+        """The module whose forward() gives what the loss is taken of (the model itself, or a function of its parts)."""
+        return model
+
     def _encode(self, row: dict, limit: int | None, where: str):
         raise NotImplementedError
 
-    def step_loss(self, examples: list) -> tuple[torch.Tensor, dict[str, float]]:
-        """The loss to minimize on one batch, and its statistics for the log."""
+    def step_terms(self, examples: list) -> tuple[torch.Tensor, float, dict[str, float]]:
+        """On this rank's share of one batch: the loss summed over its units (completion tokens, pairs), their
+        number, and sums over them of the logged statistics; each is divided by the global number of units."""
         raise NotImplementedError
 
     def held_out(self) -> dict[str, float]:
@@ -104,28 +128,30 @@ class SupervisedTrainer:
         the signal, and the result holds the step reached.
         """
         if self.initial_eval is None:
-            self.initial_eval = self.held_out()
-        if self.run_dir is not None:
+            self.initial_eval = self._held_out()
+        if self.run_dir is not None and self.world.is_main:
             write_run_info(self.run_dir, self.trainer_name, self.device, self.precision.name)
         self._train_epochs()
         if self.interrupted:
             return {"steps": self.step, "interrupted": self.interrupted}
-        result = {**self.summarize(self.initial_eval, self.held_out()), "steps": self.step}
+        result = {**self.summarize(self.initial_eval, self._held_out()), "steps": self.step}
         if self.run_dir is not None:
             self.save(self.run_dir / "model")
-            (self.run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+            if self.world.is_main:
+                (self.run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
         return result
 
     def _train_epochs(self) -> None:
         config = self.config
         columns = ["step", "epoch", *self.columns, "train/learning_rate", "train/grad_norm"]
-        logger = MetricsLogger(self.run_dir, columns, total=self.total_steps, unit="step", tensorboard=config.tensorboard, progress=self.progress,
-                               console=self.verbose, log_interval=config.log_interval,
+        main = self.world.is_main  # data parallel: the other ranks write and show nothing
+        logger = MetricsLogger(self.run_dir if main else None, columns, total=self.total_steps, unit="step", tensorboard=config.tensorboard,
+                               progress=self.progress if main else False, console=self.verbose and main, log_interval=config.log_interval,
                                resume_after_step=self.step if self.resumed_from is not None else None, initial=self.step)
         started = time.perf_counter()
         parameters = list(trainable_parameters(self.model).values())
         try:
-            with StopRequest() as stop:
+            with StopRequest() as stop, self.world.failing():
                 while self.step < self.total_steps:
                     epoch, position = divmod(self.step, self.steps_per_epoch)
                     if position == 0 or self.epoch_order is None:
@@ -133,9 +159,7 @@ class SupervisedTrainer:
                         self.order_rng.shuffle(self.epoch_order)
                     rows = self.epoch_order[position * config.batch_size : (position + 1) * config.batch_size]
                     self.model.train()
-                    loss, stats = self.step_loss([self.train_examples[i] for i in rows])
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"{self.trainer_name} loss is {float(loss)} at step {self.step + 1}; lower learning_rate")
+                    loss, stats = self._batch_loss(rows)
                     grad_norm = self._optimizer_step(loss, parameters)
                     self.step += 1
                     self.last_stats = stats
@@ -144,18 +168,46 @@ class SupervisedTrainer:
                         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
                         self.schedule.step()
                     if self.step % self.steps_per_epoch == 0:
-                        row |= self.held_out()
+                        row |= self._held_out()
                     logger.log(self.step, self.step, row, self.summary_keys)
+                    signal_name = self._agree_on_signal(stop.signal_name)
                     due = config.checkpoint_interval and self.step % config.checkpoint_interval == 0
-                    if self.run_dir is not None and (due or stop.signal_name):
+                    if self.run_dir is not None and (due or signal_name):
                         self.save_checkpoint(self.elapsed_before + time.perf_counter() - started)
-                    if stop.signal_name:
-                        self.interrupted = stop.signal_name
-                        logger.message(f"{stop.signal_name} received: stopped after step {self.step}" + self._checkpoint_note())
+                    if signal_name:
+                        self.interrupted = signal_name
+                        logger.message(f"{signal_name} received: stopped after step {self.step}" + self._checkpoint_note())
                         break
         finally:
             logger.close()
             self.model.eval()
+
+    def _batch_loss(self, rows: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss to minimize on this rank's share of a global batch, weighted so that the gradient averaged
+        over the ranks is that of the global mean, and the global statistics of the batch."""
+        share, weight = rank_share(rows, self.world), 1.0
+        if not share:  # a last batch with fewer rows than ranks: this one computes a row at weight 0, as DDP needs every rank
+            share, weight = rows[:1], 0.0
+        loss_sum, units, sums = self.step_terms([self.train_examples[i] for i in share])
+        local = np.array([units, float(loss_sum.detach()), *sums.values()]) * weight
+        totals = self.world.sum(local)  # (one exchange a step)
+        global_units = max(float(totals[0]), 1.0)
+        if not math.isfinite(totals[1]):  # (every rank sees the global sum: they stop together)
+            raise FloatingPointError(f"{self.trainer_name} loss is {totals[1] / global_units} at step {self.step + 1}; lower learning_rate")
+        # DDP averages the ranks' gradients: the world size undoes its division
+        loss = loss_sum / global_units * (weight * self.world.size)
+        return loss, {name: float(total) / global_units for name, total in zip(sums, totals[2:])}
+
+    def _held_out(self) -> dict[str, float]:
+        result = self.held_out()
+        reshard(self.scorer)  # (FSDP: after forward passes without a backward)
+        return result
+
+    def _agree_on_signal(self, signal_name: str | None) -> str | None:
+        """The ranks stop together: after the step where any of them was asked to."""
+        if not self.world.distributed:
+            return signal_name
+        return (signal_name or "SIGINT/SIGTERM (on another rank)") if self.world.any(signal_name is not None) else None
 
     def _optimizer_step(self, loss: torch.Tensor, parameters: list[torch.nn.Parameter]) -> float:
         self.optimizer.zero_grad(set_to_none=True)
@@ -183,14 +235,18 @@ class SupervisedTrainer:
 
     # ------------------------------------------------------------------ saving and resuming
     def save(self, directory: str | Path) -> Path:
-        return save_pretrained(self.model, self.tokenizer, directory)
+        """The model and tokenizer; data parallel, every rank calls this (FSDP gathers the shards) and rank 0 alone writes."""
+        if self.sharded:
+            return save_sharded(self.model, self.tokenizer, directory, self.world)
+        return save_pretrained(self.model, self.tokenizer, directory) if self.world.is_main else Path(directory)
 
-    def save_checkpoint(self, elapsed: float) -> Path:
+    def save_checkpoint(self, elapsed: float) -> Path | None:
+        """Every rank calls this; rank 0 writes (with every rank's random streams) and returns the folder, the others None."""
         state = {"trainer": self.trainer_name, "config": self.config.to_dict(), "device": str(self.device), "precision": self.precision.name,
                  "order_rng": python_random_state(self.order_rng), "epoch_order": self.epoch_order, "initial_eval": self.initial_eval,
                  "last_stats": self.last_stats, "schedule": self.schedule.state_dict(), "elapsed_seconds": elapsed}
         return save_training_state(self.run_dir, self.step, {self.trainer_name: self.model}, self.optimizer, state, self.config.keep_checkpoints,
-                                   self.device, grad_scaler=self.grad_scaler)
+                                   self.device, grad_scaler=self.grad_scaler, world=self.world)
 
     @classmethod
     def resume(cls, run_dir: str | Path, overrides: dict | None = None, **kwargs) -> SupervisedTrainer:
@@ -203,7 +259,8 @@ class SupervisedTrainer:
         config = cls.config_class.from_dict({**meta["config"], **resume_overrides(overrides)}, source=f"checkpoint {checkpoint_dir} config")
         trainer = cls(config, run_dir=checkpoint_dir.parent.parent, **kwargs)
         source = f"checkpoint {str(checkpoint_dir)!r}"
-        restore_training_state(arrays, meta, source, {cls.trainer_name: trainer.model}, trainer.optimizer, trainer.device, trainer.grad_scaler)
+        restore_training_state(arrays, meta, source, {cls.trainer_name: trainer.model}, trainer.optimizer, trainer.device, trainer.grad_scaler,
+                               trainer.world)
         try:
             trainer.step = int(meta["step"])
             set_python_random_state(trainer.order_rng, meta["order_rng"])
