@@ -33,6 +33,8 @@ WORKLOADS = {
     "CartPole-v1": ("CartPole-v1", []),
     "Pendulum-v1": ("Pendulum-v1", []),
     "HalfCheetah-v5": ("HalfCheetah-v5", ["n_envs=2", "total_steps=20480"]),
+    # a CNN: each minibatch step costs far more than one exchange of its gradient
+    "ALE/Breakout-v5": ("ALE/Breakout-v5", ["total_steps=8192", "eval_episodes=2"]),
 }
 LM_WORKLOAD = "lm-sort"
 
@@ -52,7 +54,7 @@ def launcher(processes: int) -> list[str]:
 def train(workload: str, processes: int, seed: int) -> dict:
     """One run; returns its SPS, wall seconds and evaluation return."""
     env_id, overrides = WORKLOADS[workload]
-    run_dir = RAW / f"{workload}-{processes}proc-seed{seed}"
+    run_dir = RAW / f"{workload.replace('/', '-')}-{processes}proc-seed{seed}"
     command = launcher(processes) + ["train", env_id, "--run-dir", str(run_dir), "--seed", str(seed), "--no-progress", "--quiet",
                                      "tensorboard=false", *overrides]
     started = time.perf_counter()
@@ -66,18 +68,33 @@ def train(workload: str, processes: int, seed: int) -> dict:
     return result
 
 
+def lm_config() -> Path:
+    """The sort task's PPO stage (SFT policy, reward model, prompts), built once by ppokit's demo pipeline."""
+    import yaml
+
+    from ppokit.lm.demo import prepare_pipeline
+
+    path = RAW / "lm-setup" / "ppo.yaml"
+    if not path.exists():
+        setup = prepare_pipeline("sort", RAW / "lm-setup", seed=0, reward="model", progress=False, say=print)
+        path.write_text(yaml.safe_dump(setup["ppo_values"], sort_keys=False))
+    return path
+
+
 def train_lm(processes: int, seed: int) -> dict:
-    """LM PPO on the sort task: episodes per second of the PPO stage."""
+    """LM PPO on the sort task: episodes per second of the PPO stage, and its last update's gold reward."""
     run_dir = RAW / f"{LM_WORKLOAD}-{processes}proc-seed{seed}"
-    command = launcher(processes) + ["lm", "ppo", "--task", "sort", "--run-dir", str(run_dir), "--seed", str(seed), "--no-progress", "--quiet"]
+    command = launcher(processes) + ["lm", "ppo", "--config", str(lm_config()), "--run-dir", str(run_dir), "--seed", str(seed),
+                                     "--no-progress", "--quiet", "tensorboard=false"]
     started = time.perf_counter()
     subprocess.run(command, check=True, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - started
     with open(run_dir / "progress.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     episodes, seconds = float(rows[-1]["episodes"]), float(rows[-1]["time_elapsed"])
-    result = {"sps": episodes / seconds, "steps": int(episodes), "wall_s": wall, "return": float(rows[-1]["env/score"])}
-    print(f"{LM_WORKLOAD:16s} {processes} proc seed {seed}: {result['sps']:,.2f} episodes/s, score {result['return']:.3f}, {wall:.1f} s wall", flush=True)
+    result = {"sps": episodes / seconds, "steps": int(episodes), "wall_s": wall, "return": float(rows[-1]["env/gold"])}
+    print(f"{LM_WORKLOAD:16s} {processes} proc seed {seed}: {result['sps']:,.2f} episodes/s, gold reward {result['return']:.3f}, {wall:.1f} s wall",
+          flush=True)
     return result
 
 
@@ -91,8 +108,9 @@ def write_table(results: dict, sb3: list[float], seeds: list[int], path: Path) -
         "",
         f"Generated {time.strftime('%Y-%m-%d %H:%M')} by `python benchmarks/bench_distributed.py`, seeds {', '.join(map(str, seeds))}, on",
         f"{os.cpu_count()} cores, gloo. Same global hyperparameters at both counts (the preset; HalfCheetah with n_envs=2 and",
-        "20,480 steps). Medians over seeds. SPS: env steps (LM: episodes) per training second; return: mean of the deterministic",
-        "evaluation episodes at the end (LM: the last update's mean score).",
+        "20,480 steps; Breakout 8,192 steps, 2 evaluation games; LM: the sort demo's PPO stage, 6,400 episodes). Medians over seeds.",
+        "SPS: env steps (LM: episodes) per training second; return: mean of the deterministic evaluation episodes at the end",
+        "(LM: the gold reward of the last update's responses).",
         "",
         "| workload | SPS, 1 process | SPS, 2 processes | 2 / 1 | return, 1 process | return, 2 processes |",
         "|---|---|---|---|---|---|",

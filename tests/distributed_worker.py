@@ -103,6 +103,7 @@ def main() -> None:
     case, out = sys.argv[1], Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
     world = current_world()
+    finished = False
     try:
         if case in ("numpy", "torch"):
             weights = one_update(case, world.size)
@@ -112,8 +113,9 @@ def main() -> None:
                 train(out, json.loads(sys.argv[3]))
         else:
             raise SystemExit(f"unknown case {case!r}")
+        finished = True
     finally:
-        close_world()
+        close_world(finished)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # under torchrun every rank runs this; the rank goes into its error messages
     where = f" (rank {os.environ.get('RANK', '?')} of {launched_world_size()})" if launched_world_size() > 1 else ""
+    finished = False
     try:
-        return args.handler(args)
+        status = args.handler(args)
+        finished = True
+        return status
     except PPOKitError as exc:
         print(f"ppokit: error{where}: {exc}", file=sys.stderr)
         return 2
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ppokit: interrupted{where}", file=sys.stderr)
         return 130
     finally:
-        close_world()
+        close_world(finished)
 
 
 def _build_parser() -> argparse.ArgumentParser:

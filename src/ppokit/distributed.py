@@ -197,12 +197,19 @@ def current_world(device_type: str = "cpu") -> World:
     return _WORLD
 
 
-def close_world() -> None:
-    """Leave the process group (at the end of a command; harmless outside a launcher)."""
+def close_world(finished: bool = True) -> None:
+    """Leave the process group (at the end of a command; harmless outside a launcher).
+
+    ``finished``: this rank ended normally, so the others are ending too and it waits for them. After
+    an error it leaves at once: the others may be inside another exchange, which a barrier must not meet."""
     global _WORLD
     if _WORLD is not None and _WORLD.distributed:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            # a rank that tears its connections down while another still writes can abort in gloo's threads: leave together
+            if finished:
+                with contextlib.suppress(Exception):  # (a peer that failed is already gone)
+                    dist.barrier()
             dist.destroy_process_group()
     _WORLD = None
