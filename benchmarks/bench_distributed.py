@@ -55,6 +55,8 @@ def train(workload: str, processes: int, seed: int) -> dict:
     """One run; returns its SPS, wall seconds and evaluation return."""
     env_id, overrides = WORKLOADS[workload]
     run_dir = RAW / f"{workload.replace('/', '-')}-{processes}proc-seed{seed}"
+    if (run_dir / "result.json").exists():  # finished before: kept (delete the folder to measure again)
+        return json.loads((run_dir / "result.json").read_text())
     command = launcher(processes) + ["train", env_id, "--run-dir", str(run_dir), "--seed", str(seed), "--no-progress", "--quiet",
                                      "tensorboard=false", *overrides]
     started = time.perf_counter()
@@ -64,6 +66,7 @@ def train(workload: str, processes: int, seed: int) -> dict:
         last = list(csv.DictReader(f))[-1]
     evaluation = json.loads((run_dir / "eval.json").read_text())
     result = {"sps": float(last["charts/SPS"]), "steps": int(last["global_step"]), "wall_s": wall, "return": evaluation["mean_return"]}
+    (run_dir / "result.json").write_text(json.dumps(result))
     print(f"{workload:16s} {processes} proc seed {seed}: {result['sps']:,.0f} SPS, return {result['return']:.1f}, {wall:.1f} s wall", flush=True)
     return result
 
@@ -82,8 +85,10 @@ def lm_config() -> Path:
 
 
 def train_lm(processes: int, seed: int) -> dict:
-    """LM PPO on the sort task: episodes per second of the PPO stage, and its last update's gold reward."""
+    """LM PPO on the sort task: episodes per second of the PPO stage, and its final reward-model score."""
     run_dir = RAW / f"{LM_WORKLOAD}-{processes}proc-seed{seed}"
+    if (run_dir / "result.json").exists():
+        return json.loads((run_dir / "result.json").read_text())
     command = launcher(processes) + ["lm", "ppo", "--config", str(lm_config()), "--run-dir", str(run_dir), "--seed", str(seed),
                                      "--no-progress", "--quiet", "tensorboard=false"]
     started = time.perf_counter()
@@ -92,9 +97,10 @@ def train_lm(processes: int, seed: int) -> dict:
     with open(run_dir / "progress.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     episodes, seconds = float(rows[-1]["episodes"]), float(rows[-1]["time_elapsed"])
-    result = {"sps": episodes / seconds, "steps": int(episodes), "wall_s": wall, "return": float(rows[-1]["env/gold"])}
-    print(f"{LM_WORKLOAD:16s} {processes} proc seed {seed}: {result['sps']:,.2f} episodes/s, gold reward {result['return']:.3f}, {wall:.1f} s wall",
-          flush=True)
+    last = rows[-10:]  # the reward model's mean score over the last 10 updates (a single batch is noisy)
+    result = {"sps": episodes / seconds, "steps": int(episodes), "wall_s": wall, "return": statistics.fmean(float(r["env/score"]) for r in last)}
+    (run_dir / "result.json").write_text(json.dumps(result))
+    print(f"{LM_WORKLOAD:16s} {processes} proc seed {seed}: {result['sps']:,.2f} episodes/s, score {result['return']:.3f}, {wall:.1f} s wall", flush=True)
     return result
 
 
@@ -110,7 +116,7 @@ def write_table(results: dict, sb3: list[float], seeds: list[int], path: Path) -
         f"{os.cpu_count()} cores, gloo. Same global hyperparameters at both counts (the preset; HalfCheetah with n_envs=2 and",
         "20,480 steps; Breakout 8,192 steps, 2 evaluation games; LM: the sort demo's PPO stage, 6,400 episodes). Medians over seeds.",
         "SPS: env steps (LM: episodes) per training second; return: mean of the deterministic evaluation episodes at the end",
-        "(LM: the gold reward of the last update's responses).",
+        "(LM: the reward model's mean score over the last 10 updates). A run already in raw/ is reused: delete it to measure again.",
         "",
         "| workload | SPS, 1 process | SPS, 2 processes | 2 / 1 | return, 1 process | return, 2 processes |",
         "|---|---|---|---|---|---|",

@@ -26,7 +26,7 @@ from datetime import timedelta
 
 import numpy as np
 
-from ppokit.errors import PPOKitError
+from ppokit.errors import ConfigError, PPOKitError
 
 TIMEOUT_VARIABLE = "PPOKIT_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0
@@ -40,6 +40,14 @@ class DistributedError(PPOKitError):
 def launched_world_size() -> int:
     """The number of processes the launcher started (1 outside torchrun)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def check_divisible(values: dict[str, int], world: World) -> None:
+    """Data parallel, each rank takes value / N of these (envs, prompts per rollout, samples per minibatch)."""
+    for name, value in values.items():
+        if value % world.size:
+            raise ConfigError(f"{name}={value} does not split evenly over {world.size} processes: data parallel, each process takes "
+                              f"{name} / {world.size}; pick a multiple of {world.size} (or another --nproc_per_node)")
 
 
 class World:

@@ -15,7 +15,7 @@ from ppokit.core.metrics import explained_variance, explained_variance_from_sums
 from ppokit.core.running_stats import merge_over_ranks
 from ppokit.core.schedules import make_schedule
 from ppokit.core.settings import UpdateSettings
-from ppokit.distributed import current_world
+from ppokit.distributed import check_divisible, current_world
 from ppokit.errors import CheckpointError, ConfigError, NonFiniteError
 from ppokit.gym.actor_critic import resolve_policy_and_engine
 from ppokit.gym.atari import is_atari_id
@@ -519,11 +519,7 @@ def build_policy_and_engine(kind: str, engine: str, observation_space, action_sp
 
 def check_divisible_by_world(config: PPOConfig, world) -> None:
     """Data parallel: each rank takes n_envs / N envs and minibatch_size / N samples of every minibatch."""
-    for name in ("n_envs", "minibatch_size"):
-        value = getattr(config, name)
-        if value % world.size:
-            raise ConfigError(f"{name}={value} does not split evenly over {world.size} processes: data parallel, each process takes "
-                              f"{name} / {world.size}; pick a multiple of {world.size} (or another --nproc_per_node)")
+    check_divisible({"n_envs": config.n_envs, "minibatch_size": config.minibatch_size}, world)
 
 
 def score_in_minibatches(engine, obs: np.ndarray, actions: np.ndarray, order: np.ndarray, minibatch_size: int) -> tuple[np.ndarray, np.ndarray]:

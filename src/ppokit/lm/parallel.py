@@ -21,18 +21,9 @@ import torch
 from torch import nn
 
 from ppokit.core.losses import masked_whiten
-from ppokit.errors import ConfigError
 
 
 # ---------------------------------------------------------------- the data
-def check_divisible(values: dict[str, int], world) -> None:
-    """Each rank takes value / N of these (prompts per rollout, samples per minibatch)."""
-    for name, value in values.items():
-        if value % world.size:
-            raise ConfigError(f"{name}={value} does not split evenly over {world.size} processes: data parallel, each process takes "
-                              f"{name} / {world.size}; pick a multiple of {world.size} (or another --nproc_per_node)")
-
-
 def rank_share(items: list, world) -> list:
     """This rank's contiguous slice of a global batch (rank 0 first; the sizes differ by at most one)."""
     count = len(items)

@@ -35,7 +35,7 @@ from ppokit.core.metrics import explained_variance, explained_variance_from_sums
 from ppokit.core.running_stats import RunningMeanStd
 from ppokit.core.schedules import AdaptiveKLController, FixedKLController
 from ppokit.core.update import ppo_update
-from ppokit.distributed import current_world
+from ppokit.distributed import check_divisible, current_world
 from ppokit.errors import CheckpointError, ConfigError
 from ppokit.lm.checkpoints import (
     load_training_state,
@@ -63,7 +63,6 @@ from ppokit.lm.models import (
 )
 from ppokit.lm.parallel import (
     Forwarding,
-    check_divisible,
     data_parallel,
     ddp_wrappers,
     gather_batch,
