@@ -1,6 +1,6 @@
 """The processes of a data-parallel run, on torch.distributed.
 
-A process launched by ``torchrun`` (or ``accelerate launch``: the same variables) finds WORLD_SIZE,
+A process launched by ``torchrun`` (or another launcher that sets its variables) finds WORLD_SIZE,
 RANK, LOCAL_RANK and the rendezvous endpoint in its environment; ``current_world()`` joins the
 process group (gloo on CPU, NCCL when the trainer runs on CUDA) and returns the ``World`` every
 part of ppokit talks to. A plain process gets a world of one whose collectives are the identity, so
