@@ -7,6 +7,7 @@ update loop can aggregate them without a Python round trip per minibatch.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ppokit.core.metrics import explained_variance  # noqa: F401  (re-exported: part of the loss toolkit)
@@ -42,6 +43,17 @@ def masked_whiten(
     if not shift_mean:
         whitened = whitened + mean
     return whitened
+
+
+def masked_whiten_over_ranks(x: torch.Tensor, mask: torch.Tensor, world, eps: float = 1e-8) -> torch.Tensor:
+    """``masked_whiten`` over the real elements of every rank of a data-parallel ``world`` (``ppokit.distributed``):
+    their mean and unbiased variance, in two exchanges, as the two passes of one process."""
+    if not world.distributed:
+        return masked_whiten(x, mask, eps=eps)
+    count, total = world.sum(np.array([float(mask.sum()), float((x * mask).sum())]))
+    mean = total / max(count, 1.0)
+    squares = world.sum(np.array([float((((x - mean) ** 2) * mask).sum())]))[0]
+    return (x - mean) * float((squares / max(count - 1.0, 1.0) + eps) ** -0.5)
 
 
 def kl_k1(logprob: torch.Tensor, ref_logprob: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ppokit.core.losses import masked_whiten
-
 
 # ---------------------------------------------------------------- the data
 def rank_share(items: list, world) -> list:
@@ -44,16 +42,6 @@ def gather_batch(tensor: torch.Tensor, world) -> torch.Tensor:
         return tensor
     gathered = world.gather(tensor.detach().cpu().numpy())
     return torch.from_numpy(gathered.reshape(-1, *tensor.shape[1:])).to(tensor.device)
-
-
-def global_masked_whiten(x: torch.Tensor, mask: torch.Tensor, world, eps: float = 1e-8) -> torch.Tensor:
-    """``masked_whiten`` over the real elements of every rank: their mean and unbiased variance (two exchanges, as two passes)."""
-    if not world.distributed:
-        return masked_whiten(x, mask, eps=eps)
-    count, total = world.sum(np.array([float(mask.sum()), float((x * mask).sum())]))
-    mean = total / max(count, 1.0)
-    squares = world.sum(np.array([float((((x - mean) ** 2) * mask).sum())]))[0]
-    return (x - mean) * float((squares / max(count - 1.0, 1.0) + eps) ** -0.5)
 
 
 # ---------------------------------------------------------------- the models

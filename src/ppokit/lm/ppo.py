@@ -30,7 +30,7 @@ import torch
 
 from ppokit.core.advantages import gae, next_values_from
 from ppokit.core.batch import micro_batch_slices, minibatch_indices
-from ppokit.core.losses import kl_k1, kl_k3
+from ppokit.core.losses import kl_k1, kl_k3, masked_whiten_over_ranks
 from ppokit.core.metrics import explained_variance, explained_variance_from_sums, explained_variance_sums
 from ppokit.core.running_stats import RunningMeanStd
 from ppokit.core.schedules import AdaptiveKLController, FixedKLController
@@ -66,7 +66,6 @@ from ppokit.lm.parallel import (
     data_parallel,
     ddp_wrappers,
     gather_batch,
-    global_masked_whiten,
     rank_seed,
     rank_share,
     reshard,
@@ -371,7 +370,7 @@ class LMPPOTrainer:
         rewards = per_token_rewards(scores, kl, mask, self.kl_controller.value)
         advantages, returns = token_advantages(rewards, values, mask, self.config.gamma, self.config.gae_lambda)
         if self.config.whiten_advantages:  # over every rank's response tokens
-            advantages = global_masked_whiten(advantages, mask, self.world) * mask
+            advantages = masked_whiten_over_ranks(advantages, mask, self.world) * mask
         reshard(self.policy, self.value_scores, self.reference)  # (FSDP: after forward passes without a backward)
         return {
             **{k: sampled[k] for k in ("prompts", "responses", "has_eos", "prompt_width")},
