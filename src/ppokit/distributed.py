@@ -97,6 +97,12 @@ class World:
         """True on every rank when it is True on any rank (a decision all ranks must take together)."""
         return bool(self.max(np.array([float(flag)]))[0]) if self.distributed else bool(flag)
 
+    def agree_on_signal(self, signal_name: str | None) -> str | None:
+        """SIGINT/SIGTERM seen by any rank, on every rank: the ranks stop together, after the same step."""
+        if not self.distributed:
+            return signal_name
+        return (signal_name or "SIGINT/SIGTERM (on another rank)") if self.any(signal_name is not None) else None
+
     def gather_rows(self, rows: np.ndarray) -> np.ndarray:
         """Every rank's rows (a different number on each), concatenated in rank order."""
         if not self.distributed:

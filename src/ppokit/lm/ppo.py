@@ -442,7 +442,7 @@ class LMPPOTrainer:
                     row, mean_kl = self._row(batch, stats, elapsed())
                     self.kl_controller.update(mean_kl, len(indices))
                     logger.log(self.num_updates, self.episodes, row, ["env/score", "env/gold", "env/kl", "losses/approx_kl"])
-                    signal_name = self._agree_on_signal(stop.signal_name)
+                    signal_name = self.world.agree_on_signal(stop.signal_name)
                     due = config.checkpoint_interval and self.num_updates % config.checkpoint_interval == 0
                     if self.run_dir is not None and (due or signal_name):
                         self.save_checkpoint(elapsed())
@@ -459,12 +459,6 @@ class LMPPOTrainer:
             self.save(self.run_dir / "policy")
         return {"updates": self.num_updates, "episodes": self.episodes, "seconds": elapsed(), "interrupted": self.interrupted,
                 "final_score": self.history[-1]["env/score"] if self.history else float("nan")}
-
-    def _agree_on_signal(self, signal_name: str | None) -> str | None:
-        """The ranks stop together: after the update where any of them was asked to."""
-        if not self.world.distributed:
-            return signal_name
-        return (signal_name or "SIGINT/SIGTERM (on another rank)") if self.world.any(signal_name is not None) else None
 
     def _next_prompts(self) -> list[int]:
         """The next batch of prompt indices: shuffled passes over the prompts, one after another."""

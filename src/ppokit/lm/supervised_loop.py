@@ -170,7 +170,7 @@ class SupervisedTrainer:
                     if self.step % self.steps_per_epoch == 0:
                         row |= self._held_out()
                     logger.log(self.step, self.step, row, self.summary_keys)
-                    signal_name = self._agree_on_signal(stop.signal_name)
+                    signal_name = self.world.agree_on_signal(stop.signal_name)
                     due = config.checkpoint_interval and self.step % config.checkpoint_interval == 0
                     if self.run_dir is not None and (due or signal_name):
                         self.save_checkpoint(self.elapsed_before + time.perf_counter() - started)
@@ -202,12 +202,6 @@ class SupervisedTrainer:
         result = self.held_out()
         reshard(self.scorer)  # (FSDP: after forward passes without a backward)
         return result
-
-    def _agree_on_signal(self, signal_name: str | None) -> str | None:
-        """The ranks stop together: after the step where any of them was asked to."""
-        if not self.world.distributed:
-            return signal_name
-        return (signal_name or "SIGINT/SIGTERM (on another rank)") if self.world.any(signal_name is not None) else None
 
     def _optimizer_step(self, loss: torch.Tensor, parameters: list[torch.nn.Parameter]) -> float:
         self.optimizer.zero_grad(set_to_none=True)
