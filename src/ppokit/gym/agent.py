@@ -191,10 +191,8 @@ class PPO:
         return self
 
     def _agree_on_stopping(self, keep_going: bool, signal_name: str | None) -> tuple[bool, str | None]:
-        if not self.world.distributed:
-            return keep_going, signal_name
-        flags = self.world.max(np.array([float(not keep_going), float(signal_name is not None)]))
-        return not flags[0], (signal_name or "SIGINT/SIGTERM (on another rank)") if flags[1] else None
+        """Data parallel, the ranks stop together: after the update where a callback or a signal stopped any of them."""
+        return not self.world.any(not keep_going), self.world.agree_on_signal(signal_name)
 
     def _write_run_summary(self) -> None:
         """The learning-curve plot and the model card in the run dir (the CLI adds the evaluation)."""
