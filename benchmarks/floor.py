@@ -51,15 +51,15 @@ def parts(preset: str) -> dict:
     policy, envs, rng = agent.policy, agent.envs, np.random.default_rng(0)
     raw_obs = agent.collector.next_raw_obs
     obs = policy.prepare(raw_obs)
-    env_actions = policy.actions_to_env(policy.sample(obs, rng))
+    env_actions = policy.actions_to_env(policy.act(obs, rng)[0])
 
-    act_us = per_call_us(lambda: policy.sample(policy.prepare(raw_obs), rng), 2000)
+    act_us = per_call_us(lambda: policy.act(policy.prepare(raw_obs), rng), 2000)
     env_us = per_call_us(lambda: envs.step(env_actions), 500)
 
     size = agent.config.minibatch_size
     rows = rng.integers(0, len(obs), size)
     sample_obs = obs[rows] + rng.normal(0, 0.1, (size, obs.shape[1])).astype(np.float32)
-    actions = policy.sample(sample_obs, rng)
+    actions = policy.act(sample_obs, rng)[0]
     logprobs, values = agent.engine.score(sample_obs, actions)
     samples = {"obs": sample_obs, "actions": actions, "logprobs": logprobs, "values": values,
                "advantages": rng.standard_normal(size).astype(np.float32), "returns": values + rng.standard_normal(size).astype(np.float32)}

@@ -30,7 +30,7 @@ def _problem(action_space, n=96, seed=0, activation="tanh"):
     head[...] = rng.standard_normal(head.shape) * 0.5
     policies[1].params.load_state_dict(policies[0].state_dict())
     obs = rng.uniform(-1, 1, (n, 5)).astype(np.float32)
-    actions = policies[0].sample(obs, rng)
+    actions = policies[0].act(obs, rng)[0]
     numpy_engine = NumpyEngine(policies[0].params, policies[0].dist, activation, config.learning_rate, config.adam_eps)
     logprobs, values = numpy_engine.score(obs, actions)
     samples = {

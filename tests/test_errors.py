@@ -15,8 +15,19 @@ def test_unknown_env_id_suggests_close_ids():
 
 
 def test_unsupported_observation_space_names_space_and_supported_ones():
-    with pytest.raises(UnsupportedSpaceError, match=r"observation space Dict.*not supported.*Box, Discrete"):
-        PPO(DictObsEnv)
+    class TextObsEnv(DictObsEnv):
+        observation_space = gym.spaces.Text(5)
+
+    with pytest.raises(UnsupportedSpaceError, match=r"observation space Text.*not supported.*Box, Discrete, MultiBinary, and Dict or Tuple"):
+        PPO(TextObsEnv)
+
+
+def test_nested_dict_observation_names_the_key():
+    class NestedDictEnv(DictObsEnv):
+        observation_space = gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (2,)), "inner": gym.spaces.Dict({"b": gym.spaces.Discrete(3)})})
+
+    with pytest.raises(UnsupportedSpaceError, match=r"its part 'inner' is Dict.*must be Box, Discrete or MultiBinary"):
+        PPO(NestedDictEnv)
 
 
 def test_unsupported_action_space():

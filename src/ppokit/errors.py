@@ -27,3 +27,7 @@ class NonFiniteError(PPOKitError):
 
 class RewardError(PPOKitError, RuntimeError):
     """A reward function raised, or returned something that is not a finite number."""
+
+
+class InputError(PPOKitError, ValueError):
+    """An argument of a ppokit call (an observation, a mask, a state) has the wrong shape or value."""

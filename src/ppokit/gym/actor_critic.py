@@ -11,11 +11,16 @@ Two implementations:
 What the rollout, the update, evaluation and saving use (batched everywhere):
 
 - ``prepare(raw_obs, update_stats=False)``: env observations -> the array the network takes
-  (normalized float32, or uint8 frames kept as they are); ``obs_shape`` / ``obs_dtype`` describe
-  one of them, so the rollout stores them without conversion.
-- ``act(obs, rng, deterministic=False)``: actions, sampled with ``rng`` or the distribution's mode.
-- ``value(obs)``: V(obs).
-- ``evaluate_actions(obs, actions)``: (log-probs, entropies, values) of a minibatch.
+  (normalized float32, a Dict's keys packed in one row, or uint8 frames kept as they are);
+  ``obs_shape`` / ``obs_dtype`` describe one of them, so the rollout stores them without conversion.
+- ``act(obs, rng, deterministic=False, action_mask=None, state=None)``: (actions, next state),
+  sampled with ``rng`` or the distribution's mode, never an invalid action of ``action_mask``.
+- ``recurrent``, ``state_size``, ``initial_state(n)``: memory, one float32 row per env copy (zeros at
+  an episode's start; 0 columns and a next state of None without memory).
+- ``value(obs, state=None)``: V(obs).
+- ``evaluate_actions(obs, actions, **inputs)``: (log-probs, entropies, values) of a minibatch, with
+  its ``POLICY_INPUTS``: the masks the actions were taken under; for a recurrent policy, whole
+  sequences with each step's episode start and stored state.
 - ``actions_to_env(actions)``: the env's format (Box actions clipped to the bounds).
 - ``reward_scaler(rewards, dones)``: reward scaling (the identity when disabled).
 - ``is_finite(raw_obs)``, ``weights_finite()``: checks for non-finite inputs and weights.
@@ -30,6 +35,7 @@ import gymnasium as gym
 import numpy as np
 
 from ppokit.errors import ConfigError
+from ppokit.gym.spaces import is_image_space, is_multi_input
 
 
 class ActorCritic(Protocol):
@@ -40,11 +46,17 @@ class ActorCritic(Protocol):
 
     def prepare(self, raw_obs, update_stats: bool = False) -> np.ndarray: ...
 
-    def act(self, obs: np.ndarray, rng: np.random.Generator, deterministic: bool = False) -> np.ndarray: ...
+    recurrent: bool
+    state_size: int
 
-    def value(self, obs: np.ndarray) -> np.ndarray: ...
+    def act(self, obs: np.ndarray, rng: np.random.Generator, deterministic: bool = False, action_mask: np.ndarray | None = None,
+            state: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]: ...
 
-    def evaluate_actions(self, obs: Any, actions: Any) -> tuple[Any, Any, Any]: ...
+    def initial_state(self, n: int) -> np.ndarray: ...
+
+    def value(self, obs: np.ndarray, state: np.ndarray | None = None) -> np.ndarray: ...
+
+    def evaluate_actions(self, obs: Any, actions: Any, **inputs: Any) -> tuple[Any, Any, Any]: ...
 
     def actions_to_env(self, actions: np.ndarray) -> np.ndarray: ...
 
@@ -59,20 +71,29 @@ class ActorCritic(Protocol):
     def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None: ...
 
 
-def is_image_space(space: gym.Space) -> bool:
-    """A uint8 Box of rank 3 (HxWxC or CxHxW): frames, for the CNN."""
-    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+# what a minibatch may carry besides observations and actions, passed to evaluate_actions by name
+POLICY_INPUTS = ("action_masks", "episode_starts", "states")
+
+
+def has_image_part(space: gym.Space) -> bool:
+    return is_multi_input(space) and any(is_image_space(part) for part in (space.spaces.values() if isinstance(space, gym.spaces.Dict) else space.spaces))
 
 
 def resolve_policy_and_engine(config, observation_space: gym.Space, custom_module: bool) -> tuple[str, str]:
-    """(policy kind, engine) for a config: 'auto' picks the CNN for images and numpy for an MLP over flat observations."""
+    """(policy kind, engine) for a config: 'auto' picks the CNN for images, one encoder per key for a
+    Dict or Tuple with images, and numpy for an MLP over flat (or packed) observations."""
     policy = config.policy
     if custom_module:
         policy = "custom"
     elif policy == "auto":
-        policy = "cnn" if is_image_space(observation_space) else "mlp"
+        policy = "cnn" if is_image_space(observation_space) else "multi_input" if has_image_part(observation_space) else "mlp"
     if policy == "cnn" and not is_image_space(observation_space):
-        raise ConfigError(f"policy 'cnn' needs image observations (a uint8 Box of shape HxWxC or CxHxW); this env has {observation_space}")
+        raise ConfigError(f"policy 'cnn' needs image observations (a uint8 Box of shape HxWxC or CxHxW); this env has {observation_space}"
+                          + (" (policy 'multi_input' gives each image key of a Dict a CNN)" if is_multi_input(observation_space) else ""))
+    if policy == "multi_input" and not is_multi_input(observation_space):
+        raise ConfigError(f"policy 'multi_input' needs Dict or Tuple observations; this env has {observation_space} (use 'auto')")
+    if policy == "mlp" and has_image_part(observation_space):
+        raise ConfigError(f"policy 'mlp' takes flat observations; {observation_space} has an image key: use 'multi_input' (or 'auto')")
     engine = config.engine
     if engine == "auto":
         engine = "numpy" if policy == "mlp" else "torch"

@@ -16,8 +16,9 @@ from ppokit.core.running_stats import merge_over_ranks
 from ppokit.core.schedules import make_schedule
 from ppokit.core.settings import UpdateSettings
 from ppokit.distributed import check_divisible, current_world
-from ppokit.errors import CheckpointError, ConfigError, NonFiniteError
-from ppokit.gym.actor_critic import resolve_policy_and_engine
+from ppokit.errors import CheckpointError, ConfigError, InputError, NonFiniteError
+from ppokit.gym.action_masks import first_without_valid_action, logit_bounds
+from ppokit.gym.actor_critic import POLICY_INPUTS, resolve_policy_and_engine
 from ppokit.gym.atari import is_atari_id
 from ppokit.gym.callbacks import BestModelSaver, as_callbacks
 from ppokit.gym.config import PPOConfig
@@ -25,8 +26,8 @@ from ppokit.gym.envs import EnvSource, describe, make_env, make_vector_env
 from ppokit.gym.numpy_engine import NumpyEngine
 from ppokit.gym.policy import Policy
 from ppokit.gym.presets import load_preset, preset_for_env
-from ppokit.gym.rollout import RolloutCollector
-from ppokit.gym.spaces import space_from_json, space_to_json
+from ppokit.gym.rollout import RolloutCollector, sequence_order
+from ppokit.gym.spaces import ACTION_MASK_KEY, space_from_json, space_to_json
 from ppokit.run_logging import RunLogger
 from ppokit.signals import StopRequest
 from ppokit.threads import blas_thread_limit
@@ -351,12 +352,20 @@ class PPO:
             self._merge_normalizers(normalizers_before)
         flat = rollout.flatten()
         num_steps, num_envs = rollout.num_steps, rollout.num_envs
-        # reset steps of NEXT_STEP envs (mask 0) are left out of the update altogether; data parallel,
-        # they stay in with weight 0, so that every rank has the same number of samples and minibatches
-        keep = None if rollout.mask is None or self.world.distributed else np.flatnonzero(flat["mask"])
-        obs, actions = (flat["obs"], flat["actions"]) if keep is None else (flat["obs"][keep], flat["actions"][keep])
-        first_order = self.shuffle_rng.permutation(len(obs))
-        logprobs, kept_values = score_in_minibatches(self.engine, obs, actions, first_order, config.minibatch_size)
+        recurrent = self.policy.recurrent
+        # reset steps of NEXT_STEP envs (mask 0) are left out of the update altogether; data parallel (so that
+        # every rank has as many samples) and for a recurrent policy (whose sequences must stay whole), they
+        # stay in with weight 0
+        keep = None if rollout.mask is None or self.world.distributed or recurrent else np.flatnonzero(flat["mask"])
+        taken = [name for name in ("obs", "actions", *POLICY_INPUTS) if name in flat]
+        inputs = {name: flat[name] if keep is None else flat[name][keep] for name in taken}
+        obs = inputs["obs"]
+
+        def order(_epoch: int) -> np.ndarray:  # a recurrent policy's minibatches are whole env sequences
+            return sequence_order(self.shuffle_rng, num_steps, num_envs) if recurrent else self.shuffle_rng.permutation(len(obs))
+
+        first_order = order(0)
+        logprobs, kept_values = score_in_minibatches(self.engine, inputs, first_order, settings.minibatch_size)
         values = kept_values
         if keep is not None:  # masked steps get value 0: only their own (unused) advantages read it
             values = np.zeros(num_steps * num_envs, dtype=np.float32)
@@ -364,16 +373,15 @@ class PPO:
         values = values.reshape(num_steps, num_envs)
         next_values = np.where(rollout["truncated"], rollout["truncated_values"], next_values_from(values, last_value))
         advantages, returns = gae(rollout["rewards"], values, next_values, rollout["terminated"], rollout["dones"], config.gamma, config.gae_lambda)
-        samples = {"obs": obs, "actions": actions, "logprobs": logprobs, "values": kept_values,
-                   "advantages": advantages.reshape(-1), "returns": returns.reshape(-1)}
+        samples = inputs | {"logprobs": logprobs, "values": kept_values, "advantages": advantages.reshape(-1), "returns": returns.reshape(-1)}
         if keep is not None:
             samples["advantages"], samples["returns"] = samples["advantages"][keep], samples["returns"][keep]
-        if self.world.distributed and rollout.mask is not None:
+        if keep is None and rollout.mask is not None:
             samples["mask"] = flat["mask"]
-        stats = self.engine.update(samples, settings, lambda epoch: first_order if epoch == 0 else self.shuffle_rng.permutation(len(obs)))
+        stats = self.engine.update(samples, settings, lambda epoch: first_order if epoch == 0 else order(epoch))
         if self.world.distributed:  # this rank's share; _one_update adds the ranks up
             return stats, explained_variance_sums(samples["values"], samples["returns"], samples.get("mask")), episodes
-        return stats, explained_variance(samples["values"], samples["returns"]), episodes
+        return stats, explained_variance(samples["values"], samples["returns"], samples.get("mask")), episodes
 
     def _normalizer_states(self) -> dict[str, dict]:
         """Copies of the statistics of the enabled normalizers, from when the ranks last agreed."""
@@ -403,7 +411,8 @@ class PPO:
                                     self.config.env_backend, self.config.seed + seed_offset)
         self._check_spaces_match(self.envs.single_observation_space, self.envs.single_action_space)
         self.collector = RolloutCollector(self.envs, self.policy, self.config.n_steps, describe(self.env_source), self.rng,
-                                          bootstrap_truncated=self.config.bootstrap_truncated, whole_games=is_atari_id(self.env_source))
+                                          bootstrap_truncated=self.config.bootstrap_truncated, whole_games=is_atari_id(self.env_source),
+                                          action_masks=self.config.action_masks)
         self.collector.global_step = self.global_step
         if self.pending_env_state is None:
             self.collector.reset(seed=self.config.seed + seed_offset)
@@ -427,14 +436,61 @@ class PPO:
             self.collector = None
 
     # ------------------------------------------------------------------ inference
-    def predict(self, observation, deterministic: bool = False) -> np.ndarray:
-        """Actions for one observation or a batch of them, in the env's format (Box actions clipped)."""
-        obs = np.asarray(observation)
-        single = obs.shape == self.observation_space.shape
-        batch = obs[None] if single else obs
-        actions = self.policy.act(self.policy.prepare(batch), self.predict_rng, deterministic)
+    def predict(self, observation, state: np.ndarray | None = None, episode_start=None, deterministic: bool = False,
+                action_mask=None):
+        """Actions for one observation or a batch of them, in the env's format (Box actions clipped).
+
+        ``observation`` as the env returns it (a Dict observation as its dict, of one or of a batch).
+        ``action_mask``: the valid actions (true = valid; one entry per action, or per choice of each
+        MultiDiscrete dimension; [logits] or [batch, logits]); by default the observation's
+        ``action_mask`` key when it has one. Invalid actions are never chosen.
+
+        A recurrent policy (``policy: lstm``) returns ``(actions, state)``, as Stable-Baselines3's
+        RecurrentPPO does: pass ``state`` back on the next call (None: every copy at an episode's start)
+        and ``episode_start`` (a bool per copy) where an episode has just begun.
+        """
+        single = self._is_single(observation)
+        batch = np.asarray(observation)[None] if single and not isinstance(observation, (dict, tuple)) else observation
+        obs = self.policy.prepare(batch)
+        mask = self._predict_mask(observation, action_mask, len(obs))
+        if self.policy.recurrent:
+            state = self.policy.initial_state(len(obs)) if state is None else np.array(state, dtype=np.float32).reshape(len(obs), -1)
+            if state.shape[1] != self.policy.state_size:
+                raise InputError(f"state has {state.shape[1]} values per copy; this policy's memory has {self.policy.state_size} "
+                                 f"(pass what the previous predict() returned, or None)")
+            if episode_start is not None:
+                state[np.asarray(episode_start, dtype=bool).reshape(len(obs))] = 0.0
+        actions, next_state = self.policy.act(obs, self.predict_rng, deterministic, action_mask=mask, state=state)
         env_actions = self.policy.actions_to_env(actions)
-        return env_actions[0] if single else env_actions
+        env_actions = env_actions[0] if single else env_actions
+        if self.policy.recurrent:
+            return env_actions, (next_state[0] if single else next_state)
+        return env_actions
+
+    def _is_single(self, observation) -> bool:
+        """Whether ``observation`` is one observation rather than a batch of them."""
+        encoder = getattr(self.policy, "encoder", None)
+        if encoder is not None and encoder.multi:
+            return encoder.is_single(observation)
+        return np.asarray(observation).shape == self.observation_space.shape
+
+    def _predict_mask(self, observation, action_mask, rows: int) -> np.ndarray | None:
+        if action_mask is None and self.config.action_masks != "off" and isinstance(observation, dict) and ACTION_MASK_KEY in observation:
+            action_mask = observation[ACTION_MASK_KEY]
+        if action_mask is None:
+            return None
+        dist = self.policy.dist
+        if not getattr(dist, "supports_masks", False):
+            raise InputError(f"action_mask applies to Discrete and MultiDiscrete actions; this model's are {self.action_space}")
+        try:
+            mask = np.asarray(action_mask).astype(bool).reshape(rows, dist.param_size)
+        except ValueError:
+            raise InputError(f"action_mask has shape {np.shape(action_mask)}; expected {dist.param_size} entries per observation "
+                             f"(one per action of {self.action_space}), for {rows} observation(s)") from None
+        bad = first_without_valid_action(mask, logit_bounds(dist))
+        if bad is not None:
+            raise InputError(f"action_mask of observation {bad} allows no action: {mask[bad].astype(int).tolist()}; expected at least one valid action")
+        return mask
 
     # ------------------------------------------------------------------ saving
     def save(self, directory: str | Path) -> Path:
@@ -516,20 +572,27 @@ def build_policy_and_engine(kind: str, engine: str, observation_space, action_sp
 
 
 def check_divisible_by_world(config: PPOConfig, world) -> None:
-    """Data parallel: each rank takes n_envs / N envs and minibatch_size / N samples of every minibatch."""
+    """Data parallel: each rank takes n_envs / N envs and minibatch_size / N samples of every minibatch
+    (for policy 'lstm', whole env sequences: a multiple of n_steps)."""
     check_divisible({"n_envs": config.n_envs, "minibatch_size": config.minibatch_size}, world)
+    if config.policy == "lstm" and (config.minibatch_size // world.size) % config.n_steps:
+        raise ConfigError(f"policy 'lstm' with {world.size} processes: each one's share of a minibatch (minibatch_size / {world.size} = "
+                          f"{config.minibatch_size // world.size}) must be whole env sequences, a multiple of n_steps ({config.n_steps})")
 
 
-def score_in_minibatches(engine, obs: np.ndarray, actions: np.ndarray, order: np.ndarray, minibatch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Log-probs and values of every sample, computed in the first epoch's minibatch layout.
+def score_in_minibatches(engine, inputs: dict[str, np.ndarray], order: np.ndarray, minibatch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Log-probs and values of every sample (``inputs``: obs, actions and the ``POLICY_INPUTS`` there are),
+    computed in the first epoch's minibatch layout.
 
     The first minibatch of the update then repeats exactly this computation (same rows, same batch
     shape), so its probability ratio is exactly 1: matrix kernels may round a row differently
     depending on the batch it sits in.
     """
-    logprobs = np.empty(len(obs), dtype=np.float32)
-    values = np.empty(len(obs), dtype=np.float32)
-    for start in range(0, len(obs), minibatch_size):
+    count = len(inputs["obs"])
+    logprobs = np.empty(count, dtype=np.float32)
+    values = np.empty(count, dtype=np.float32)
+    for start in range(0, count, minibatch_size):
         index = order[start : start + minibatch_size]
-        logprobs[index], values[index] = engine.score(obs[index], actions[index])
+        rows = {name: array[index] for name, array in inputs.items()}
+        logprobs[index], values[index] = engine.score(rows.pop("obs"), rows.pop("actions"), **rows)
     return logprobs, values

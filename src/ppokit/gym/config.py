@@ -67,10 +67,21 @@ class PPOConfig(ConfigBase, UpdateFields):
     """Clip scaled rewards to [-reward_clip, reward_clip]."""
 
     # --- policy network ---
-    policy: Literal["auto", "mlp", "cnn"] = "auto"
-    """'mlp': actor and critic MLPs over flat observations; 'cnn': the Nature CNN shared by actor and
-    critic, for image observations (uint8 HxWxC or CxHxW); 'auto': the CNN for images, else the MLP.
-    A torch module of your own is passed as PPO(..., module=...)."""
+    policy: Literal["auto", "mlp", "cnn", "multi_input", "lstm"] = "auto"
+    """'mlp': actor and critic MLPs over flat observations (a Dict's keys packed side by side);
+    'cnn': the Nature CNN shared by actor and critic, for image observations (uint8 HxWxC or CxHxW);
+    'multi_input': one encoder per key of a Dict or Tuple observation (the CNN for image keys),
+    concatenated, then the actor and critic MLPs; 'lstm': the encoder the observation calls for, then
+    an LSTM (lstm_hidden_size), then the MLPs; 'auto': the CNN for images, multi_input for a Dict or
+    Tuple with an image key, else the MLP. A torch module of your own is passed as PPO(..., module=...)."""
+    lstm_hidden_size: int = 128
+    """Units of the LSTM of policy 'lstm'."""
+    lstm_shared: bool = True
+    """Policy 'lstm': one LSTM shared by the actor and the critic (true), or one each (false)."""
+    action_masks: Literal["auto", "on", "off"] = "auto"
+    """Invalid-action masks (Discrete and MultiDiscrete actions), from an 'action_mask' key of a Dict
+    observation or of info, or an action_masks() method of the env: 'auto' uses them when the env
+    gives them, 'on' requires them, 'off' ignores them."""
     hidden_sizes: list = field(default_factory=lambda: [64, 64])
     """Hidden layer widths of both the actor and the critic."""
     activation: Literal["tanh", "relu"] = "tanh"
@@ -110,7 +121,8 @@ class PPOConfig(ConfigBase, UpdateFields):
     def validate(self) -> None:
         """Check every value's range and the ways they must agree with each other."""
         self.validate_update_fields()
-        positive_ints = ["n_envs", "n_steps", "total_steps", "eval_episodes", "log_interval", "torch_threads", "keep_checkpoints", "max_nonfinite_steps"]
+        positive_ints = ["n_envs", "n_steps", "total_steps", "eval_episodes", "log_interval", "torch_threads", "keep_checkpoints", "max_nonfinite_steps",
+                         "lstm_hidden_size"]
         for name in positive_ints:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -139,6 +151,10 @@ class PPOConfig(ConfigBase, UpdateFields):
                 f"minibatch_size={self.minibatch_size} is larger than one rollout "
                 f"(n_envs * n_steps = {rollout}); expected minibatch_size <= {rollout}"
             )
+
+        if self.policy == "lstm" and self.minibatch_size % self.n_steps:
+            raise ConfigError(f"policy 'lstm' trains on whole env sequences: minibatch_size ({self.minibatch_size}) must be a multiple "
+                              f"of n_steps ({self.n_steps}), that many steps of each of minibatch_size / n_steps env copies")
 
     @property
     def rollout_size(self) -> int:

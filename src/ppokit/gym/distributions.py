@@ -15,6 +15,21 @@ import numpy as np
 from ppokit.gym.spaces import check_action_space
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+# the logit of an invalid action: its probability underflows to exactly 0, and 0 * log-prob stays 0 (-inf would give NaN)
+MASKED_LOGIT = -1e9
+
+
+def mask_logits(logits, mask):
+    """Logits with invalid actions (``mask`` False) at MASKED_LOGIT; ``mask`` None: all valid.
+
+    Works on numpy arrays and torch tensors alike. A masked logit is a constant, so no gradient
+    reaches it, and the entropy and log-probs are those of the distribution over the valid actions.
+    """
+    if mask is None:
+        return logits
+    if isinstance(logits, np.ndarray):
+        return np.where(mask, logits, np.float32(MASKED_LOGIT)).astype(logits.dtype, copy=False)
+    return logits.masked_fill(~mask, MASKED_LOGIT)
 
 
 def _column(x):
@@ -28,6 +43,8 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class Categorical:
+    supports_masks = True
+
     def __init__(self, space: gym.spaces.Discrete):
         self.param_size = int(space.n)
         self.action_shape: tuple[int, ...] = ()
@@ -65,6 +82,8 @@ class Categorical:
 class MultiCategorical:
     """Independent categoricals, one per MultiDiscrete dimension; log-probs and entropies add up."""
 
+    supports_masks = True
+
     def __init__(self, space: gym.spaces.MultiDiscrete):
         self.parts = [Categorical(gym.spaces.Discrete(int(n))) for n in space.nvec]
         self.param_size = sum(p.param_size for p in self.parts)
@@ -93,6 +112,8 @@ class MultiCategorical:
 
 class Bernoulli:
     """Independent binary decisions, one per MultiBinary dimension."""
+
+    supports_masks = False
 
     def __init__(self, space: gym.spaces.MultiBinary):
         self.param_size = int(space.shape[0])
@@ -125,6 +146,8 @@ class Bernoulli:
 
 class DiagGaussian:
     """Gaussian with a state-independent log-std (a policy parameter, passed in as ``log_std``)."""
+
+    supports_masks = False
 
     def __init__(self, space: gym.spaces.Box):
         self.param_size = int(np.prod(space.shape))

@@ -12,6 +12,9 @@ from gymnasium.vector import AutoresetMode
 from ppokit.errors import EnvError
 from ppokit.gym.atari import is_atari_id, make_atari_env, register_ale
 from ppokit.gym.envpool_backend import EnvpoolVectorEnv
+from ppokit.gym.toy_envs import register_toy_envs
+
+register_toy_envs()  # ppokit/CueRecall-v0 and the other small envs (ppokit.gym.toy_envs)
 
 EnvSource = Union[str, Callable[[], gym.Env]]  # noqa: UP007 (a runtime alias: X | Y needs Python 3.10 objects on both sides)
 

@@ -4,9 +4,37 @@ from __future__ import annotations
 
 import numpy as np
 
+from ppokit.gym.action_masks import ActionMaskReader
 from ppokit.gym.atari import finished_games, is_atari_id
-from ppokit.gym.envs import EnvSource, make_vector_env
+from ppokit.gym.envs import EnvSource, describe, make_vector_env
 from ppokit.threads import blas_thread_limit
+
+
+class PolicyDriver:
+    """Picks a trained agent's actions in an env (a vector env, or one env with ``vectorized=False``):
+    with the env's action masks, and a recurrent policy's memory carried and reset at episode starts."""
+
+    def __init__(self, agent, env, reset_infos: dict, deterministic: bool, vectorized: bool = True):
+        self.agent = agent
+        self.env = env
+        self.deterministic = deterministic
+        self.masks = ActionMaskReader.for_env(agent.config.action_masks, env, agent.observation_space, reset_infos, agent.policy.dist,
+                                              agent.action_space, describe(agent.env_source), vectorized)
+        self.state = None  # a recurrent policy's memory (None: every copy at an episode's start)
+        self.steps = 0
+
+    def act(self, obs, infos: dict):
+        mask = self.masks.read(self.env, obs, infos, self.steps) if self.masks is not None else None
+        actions = self.agent.predict(obs, state=self.state, deterministic=self.deterministic, action_mask=mask)
+        if self.agent.policy.recurrent:
+            actions, self.state = actions
+        self.steps += 1
+        return actions
+
+    def episodes_ended(self, ended: np.ndarray) -> None:
+        """Forget the memory of the copies whose episode ended (the env has reset them)."""
+        if self.state is not None:
+            self.state[np.asarray(ended, dtype=bool).reshape(-1)] = 0.0
 
 
 def evaluate_policy(agent, env: EnvSource | None = None, episodes: int = 20, deterministic: bool = True, seed: int | None = None,
@@ -27,10 +55,11 @@ def evaluate_policy(agent, env: EnvSource | None = None, episodes: int = 20, det
     with blas_thread_limit(agent.config.blas_threads):
         envs = make_vector_env(source, n_envs, "sync", agent.config.env_kwargs)
         try:
-            obs, _ = envs.reset(seed=agent.config.seed + 10_000 if seed is None else seed)
+            obs, infos = envs.reset(seed=agent.config.seed + 10_000 if seed is None else seed)
+            driver = PolicyDriver(agent, envs, infos, deterministic)
             while (counts < targets).any():
-                actions = agent.predict(obs, deterministic=deterministic)
-                obs, rewards, terminated, truncated, infos = envs.step(actions)
+                obs, rewards, terminated, truncated, infos = envs.step(driver.act(obs, infos))
+                driver.episodes_ended(terminated | truncated)
                 running += rewards
                 if whole_games:  # Atari: a game's real score, not a life's clipped rewards
                     ended = [(i, score) for i, score, _ in finished_games(infos)]

@@ -23,17 +23,30 @@ def normalizer_statistics(obs_size: int) -> dict[str, np.ndarray]:
 
 
 class ObservationNormalizer:
-    """(obs - mean) / std, clipped, as float32; the identity when disabled (the statistics still exist, for loading)."""
+    """(obs - mean) / std, clipped, as float32; the identity when disabled (the statistics still exist, for loading).
 
-    def __init__(self, stats: RunningMeanStd, enabled: bool, clip: float = 10.0, eps: float = 1e-8):
+    ``columns``: normalize only these columns of the row (a Dict observation's vector keys; one-hot,
+    binary and image columns pass through); None: every column.
+    """
+
+    def __init__(self, stats: RunningMeanStd, enabled: bool, clip: float = 10.0, eps: float = 1e-8, columns: np.ndarray | None = None):
         self.stats = stats
         self.enabled = enabled
         self.clip = clip
         self.eps = eps
+        self.columns = columns
 
     def __call__(self, obs: np.ndarray, update: bool = False) -> np.ndarray:
         if not self.enabled:
             return obs
+        if self.columns is not None:
+            out = np.array(obs, dtype=np.float32, copy=True)
+            if len(self.columns):
+                out[:, self.columns] = self._normalize(obs[:, self.columns], update)
+            return out
+        return self._normalize(obs, update)
+
+    def _normalize(self, obs: np.ndarray, update: bool) -> np.ndarray:
         if update:
             self.stats.update(obs)
         normalized = (obs - self.stats.mean) / np.sqrt(self.stats.var + self.eps)

@@ -17,6 +17,7 @@ import numpy as np
 from ppokit.core.settings import UpdateSettings
 from ppokit.core.update_loop import minibatch_moments, run_update, whitening
 from ppokit.distributed import World
+from ppokit.gym.distributions import mask_logits
 from ppokit.gym.numpy_adam import FlatAdam
 from ppokit.gym.numpy_mlp import NumpyMLP
 from ppokit.gym.params import PolicyParameters
@@ -50,9 +51,9 @@ class NumpyEngine:
     def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
         self.optimizer.load_state_dict({name[len("adam."):]: array for name, array in arrays.items()})
 
-    def score(self, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def score(self, obs: np.ndarray, actions: np.ndarray, action_masks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(log-probs, values) computed exactly as the update's forward pass computes them."""
-        logprob, _, _ = self.dist.log_prob_entropy(self.actor.forward(obs), actions, self.log_std)
+        logprob, _, _ = self.dist.log_prob_entropy(mask_logits(self.actor.forward(obs), action_masks), actions, self.log_std)
         return logprob.astype(np.float32, copy=False), self.critic.forward(obs)[:, 0]
 
     def update(self, samples: dict[str, np.ndarray], settings: UpdateSettings, order) -> dict[str, float]:
@@ -89,7 +90,8 @@ class NumpyEngine:
             advantages = advantages * mask
 
         # --- forward: policy term ---
-        dist_params = self.actor.forward(mb["obs"], keep=True)
+        # each action is judged under the mask it was taken with: invalid ones have no probability and get no gradient
+        dist_params = mask_logits(self.actor.forward(mb["obs"], keep=True), mb.get("action_masks"))
         logprob, entropy, cache = self.dist.log_prob_entropy(dist_params, mb["actions"], self.log_std)
         log_ratio = logprob - mb["logprobs"]
         ratio = np.exp(log_ratio)

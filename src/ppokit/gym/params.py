@@ -43,7 +43,8 @@ def orthogonal(shape: tuple[int, int], gain: float, rng: np.random.Generator) ->
 class PolicyParameters:
     """Actor and critic MLP weights (and log-std for Gaussian actions) in one flat buffer with named views."""
 
-    def __init__(self, obs_size: int, hidden_sizes: list[int], action_param_size: int, continuous: bool):
+    def __init__(self, obs_size: int, hidden_sizes: list[int], action_param_size: int, continuous: bool, stats_size: int | None = None):
+        """``stats_size``: how many columns observation normalization covers (default: all ``obs_size``)."""
         self.obs_size = obs_size
         self.layout = _mlp_layout("actor", obs_size, hidden_sizes, action_param_size)
         self.layout += _mlp_layout("critic", obs_size, hidden_sizes, 1)
@@ -60,7 +61,7 @@ class PolicyParameters:
             self.views[name] = self.flat[offset : offset + size].reshape(shape)
             self.grad_views[name] = self.grad[offset : offset + size].reshape(shape)
             offset += size
-        self.stats = normalizer_statistics(obs_size)
+        self.stats = normalizer_statistics(obs_size if stats_size is None else stats_size)
 
     def layers(self, prefix: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """(weight, bias, weight grad, bias grad) views of one network, input layer first."""

@@ -12,7 +12,7 @@ import numpy as np
 
 from ppokit.core.running_stats import RunningMeanStd
 from ppokit.gym.config import PPOConfig
-from ppokit.gym.distributions import DiagGaussian, make_distribution
+from ppokit.gym.distributions import DiagGaussian, make_distribution, mask_logits
 from ppokit.gym.normalize import ObservationNormalizer, RewardScaler
 from ppokit.gym.numpy_mlp import NumpyMLP
 from ppokit.gym.params import PolicyParameters
@@ -28,11 +28,14 @@ class Policy:
         self.encoder = ObservationEncoder(observation_space)
         self.dist = make_distribution(action_space)
         self.continuous = isinstance(self.dist, DiagGaussian)
-        self.params = PolicyParameters(self.encoder.size, list(config.hidden_sizes), self.dist.param_size, self.continuous)
+        columns = self.encoder.normalized_columns
+        self.params = PolicyParameters(self.encoder.size, list(config.hidden_sizes), self.dist.param_size, self.continuous,
+                                       stats_size=None if columns is None else len(columns))
         self.actor = NumpyMLP(self.params.layers("actor"), config.activation)
         self.critic = NumpyMLP(self.params.layers("critic"), config.activation)
         self.log_std = self.params.views.get("log_std")
-        self.obs_normalizer = ObservationNormalizer(RunningMeanStd(self.params.stats, "obs_normalizer.stats"), config.normalize_obs, config.obs_clip)
+        self.obs_normalizer = ObservationNormalizer(RunningMeanStd(self.params.stats, "obs_normalizer.stats"), config.normalize_obs, config.obs_clip,
+                                                    columns=columns)
         self.reward_scaler = RewardScaler(RunningMeanStd(self.params.stats, "reward_scaler.stats"), config.normalize_reward, config.gamma, config.reward_clip)
 
     @property
@@ -40,23 +43,22 @@ class Policy:
         return (self.encoder.size,)
 
     obs_dtype = np.dtype(np.float32)
+    recurrent = False  # no memory: ``state`` arguments are None
+    state_size = 0
 
     def prepare(self, raw_obs, update_stats: bool = False) -> np.ndarray:
         """Raw env observations -> the normalized float32 [batch, size] array the networks take."""
         return self.obs_normalizer(self.encoder(raw_obs), update=update_stats)
 
-    def sample(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return self.dist.sample(self.actor.forward(obs), rng, self.log_std)
+    def act(self, obs: np.ndarray, rng: np.random.Generator, deterministic: bool = False, action_mask: np.ndarray | None = None,
+            state=None) -> tuple[np.ndarray, None]:
+        """(actions, None: no memory); invalid actions (``action_mask`` False) are never chosen."""
+        params = mask_logits(self.actor.forward(obs), action_mask)
+        return (self.dist.mode(params) if deterministic else self.dist.sample(params, rng, self.log_std)), None
 
-    def mode(self, obs: np.ndarray) -> np.ndarray:
-        return self.dist.mode(self.actor.forward(obs))
-
-    def act(self, obs: np.ndarray, rng: np.random.Generator, deterministic: bool = False) -> np.ndarray:
-        return self.mode(obs) if deterministic else self.sample(obs, rng)
-
-    def evaluate_actions(self, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def evaluate_actions(self, obs: np.ndarray, actions: np.ndarray, action_masks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(log-probs, entropies, values), without gradients (the numpy engine computes its own)."""
-        logprob, entropy, _ = self.dist.log_prob_entropy(self.actor.forward(obs), actions, self.log_std)
+        logprob, entropy, _ = self.dist.log_prob_entropy(mask_logits(self.actor.forward(obs), action_masks), actions, self.log_std)
         return logprob, entropy, self.value(obs)
 
     def is_finite(self, raw_obs) -> bool:
@@ -65,7 +67,10 @@ class Policy:
     def weights_finite(self) -> bool:
         return bool(np.isfinite(self.params.flat).all())
 
-    def value(self, obs: np.ndarray) -> np.ndarray:
+    def initial_state(self, n: int) -> np.ndarray:
+        return np.zeros((n, 0), dtype=np.float32)
+
+    def value(self, obs: np.ndarray, state=None) -> np.ndarray:
         return self.critic.forward(obs)[:, 0]
 
     def actions_to_env(self, actions: np.ndarray) -> np.ndarray:

@@ -7,8 +7,10 @@ import numpy as np
 
 from ppokit.core.batch import RolloutBatch
 from ppokit.errors import EnvError
+from ppokit.gym.action_masks import ActionMaskReader
 from ppokit.gym.actor_critic import ActorCritic
 from ppokit.gym.atari import finished_games
+from ppokit.gym.spaces import stack_observations, take_rows
 
 
 class RolloutCollector:
@@ -22,10 +24,15 @@ class RolloutCollector:
     vectorized classic-control envs, envpool) return the final observation and reset on the
     following call, ignoring its action: that step is recorded with mask 0 and takes no part in
     the update, the statistics or the step count.
+
+    Action masks (``ppokit.gym.action_masks``), when the env gives them and ``action_masks`` allows,
+    are read after every reset and step, passed to the policy and stored with each step. A recurrent
+    policy's memory is carried from step to step (and from one rollout to the next), zeroed where an
+    episode starts; each step's state and episode start are stored for the update.
     """
 
     def __init__(self, envs, policy: ActorCritic, n_steps: int, env_name: str, rng: np.random.Generator, bootstrap_truncated: bool = True,
-                 whole_games: bool = False):
+                 whole_games: bool = False, action_masks: str = "auto"):
         self.envs = envs
         self.policy = policy
         self.env_name = env_name
@@ -46,6 +53,16 @@ class RolloutCollector:
         self.truncated = np.zeros(shape, dtype=bool)
         self.truncated_values = np.zeros(shape, dtype=np.float32)
         self.mask = np.ones(shape, dtype=np.float32)
+        self.mask_setting = action_masks
+        self.mask_reader: ActionMaskReader | None = None
+        self.action_masks: np.ndarray | None = None  # allocated once the first reset shows whether the env gives masks
+        self.next_action_mask: np.ndarray | None = None
+        self.recurrent = bool(getattr(policy, "recurrent", False))
+        if self.recurrent:
+            self.states = np.zeros((*shape, policy.state_size), dtype=np.float32)
+            self.episode_starts = np.zeros(shape, dtype=np.float32)
+        self.state = policy.initial_state(n_envs)
+        self.next_starts = np.ones(n_envs, dtype=bool)  # whether the next observation begins an episode
         self.next_raw_obs = None
         self.resetting = np.zeros(n_envs, dtype=bool)  # NEXT_STEP envs whose next step is a reset
         self.episode_returns = np.zeros(n_envs)
@@ -53,11 +70,19 @@ class RolloutCollector:
         self.global_step = 0
 
     def reset(self, seed: int | None) -> None:
-        obs, _ = self.envs.reset(seed=seed)
+        obs, infos = self.envs.reset(seed=seed)
         if seed is not None:
             self.envs.action_space.seed(seed)
         self._check_obs(obs, "reset()")
+        self.mask_reader = ActionMaskReader.for_env(self.mask_setting, self.envs, self.envs.single_observation_space, infos, self.policy.dist,
+                                                    self.envs.single_action_space, self.env_name)
+        if self.mask_reader is not None:
+            if self.action_masks is None:
+                self.action_masks = np.ones((self.n_steps, self.n_envs, self.policy.dist.param_size), dtype=bool)
+            self.next_action_mask = self.mask_reader.read(self.envs, obs, infos, self.global_step)
         self.next_raw_obs = obs
+        self.state = self.policy.initial_state(self.n_envs)
+        self.next_starts[:] = True
         self.resetting[:] = False
         self.episode_returns[:] = 0.0
         self.episode_lengths[:] = 0
@@ -75,7 +100,13 @@ class RolloutCollector:
         self.mask[:] = 1.0
         for t in range(self.n_steps):
             obs = policy.prepare(self.next_raw_obs, update_stats=True)
-            actions = policy.act(obs, self.rng)
+            if self.recurrent:  # a new episode starts from an empty memory
+                self.state[self.next_starts] = 0.0
+                self.states[t] = self.state
+                self.episode_starts[t] = self.next_starts
+            if self.mask_reader is not None:
+                self.action_masks[t] = self.next_action_mask
+            actions, next_state = policy.act(obs, self.rng, action_mask=self.next_action_mask, state=self.state)
             self.obs[t] = obs
             self.actions[t] = actions
 
@@ -88,6 +119,8 @@ class RolloutCollector:
                     f"at global step {self.global_step}; expected a finite number"
                 )
             dones = terminated | truncated
+            # the next observation begins an episode: after a done (SAME_STEP), or after a reset step (NEXT_STEP)
+            self.next_starts = self.resetting.copy() if self.next_step_reset else dones.copy()
             real = self.n_envs
             if self.next_step_reset and self.resetting.any():
                 self.mask[t, self.resetting] = 0.0
@@ -103,9 +136,13 @@ class RolloutCollector:
                 self.episode_returns[dones] = 0.0
                 self.episode_lengths[dones] = 0
                 if self.bootstrap_truncated:
-                    self._bootstrap(t, truncated & ~terminated, next_obs, infos)
+                    self._bootstrap(t, truncated & ~terminated, next_obs, infos, next_state)
             if self.next_step_reset:
                 self.resetting = dones
+            if self.mask_reader is not None:  # (a copy about to reset ignores its action: its mask may be empty)
+                ignore = self.resetting if self.next_step_reset else None
+                self.next_action_mask = self.mask_reader.read(self.envs, next_obs, infos, self.global_step + real, ignore)
+            self.state = next_state
 
             self.rewards[t] = policy.reward_scaler(rewards, dones)
             self.terminated[t] = terminated
@@ -113,21 +150,25 @@ class RolloutCollector:
             self.next_raw_obs = next_obs
             self.global_step += real
 
-        last_value = policy.value(policy.prepare(self.next_raw_obs))
+        if self.recurrent:
+            self.state[self.next_starts] = 0.0
+        last_value = policy.value(policy.prepare(self.next_raw_obs), self.state)
         # Without bootstrapping, a time-limit cut is treated as if the episode had really ended.
         terminated = self.terminated if self.bootstrap_truncated else self.dones
-        batch = RolloutBatch(
-            {
-                "obs": self.obs,
-                "actions": self.actions,
-                "rewards": self.rewards,
-                "terminated": terminated,
-                "dones": self.dones,
-                "truncated": self.truncated,
-                "truncated_values": self.truncated_values,
-            },
-            mask=self.mask if self.next_step_reset else None,
-        )
+        fields = {
+            "obs": self.obs,
+            "actions": self.actions,
+            "rewards": self.rewards,
+            "terminated": terminated,
+            "dones": self.dones,
+            "truncated": self.truncated,
+            "truncated_values": self.truncated_values,
+        }
+        if self.mask_reader is not None:
+            fields["action_masks"] = self.action_masks
+        if self.recurrent:
+            fields["episode_starts"], fields["states"] = self.episode_starts, self.states
+        batch = RolloutBatch(fields, mask=self.mask if self.next_step_reset else None)
         return batch, last_value, finished
 
     def _step(self, env_actions):
@@ -141,24 +182,33 @@ class RolloutCollector:
                 f"at global step {self.global_step}: {exc}"
             ) from exc
 
-    def _bootstrap(self, t: int, truncated_only: np.ndarray, next_obs, infos: dict) -> None:
+    def _bootstrap(self, t: int, truncated_only: np.ndarray, next_obs, infos: dict, next_state) -> None:
         indices = np.flatnonzero(truncated_only)
         if len(indices) == 0:
             return
         if self.next_step_reset:
-            final_obs = np.asarray(next_obs)[indices]
+            final_obs = take_rows(next_obs, indices)
         else:
-            final_obs = np.stack([infos["final_obs"][i] for i in indices])
+            final_obs = stack_observations([infos["final_obs"][i] for i in indices])
         self._check_obs(final_obs, "step() (final observation)")
-        self.truncated_values[t, indices] = self.policy.value(self.policy.prepare(final_obs))
+        # a recurrent policy values the final observation with the memory of the episode it ends
+        state = next_state[indices] if next_state is not None else None
+        self.truncated_values[t, indices] = self.policy.value(self.policy.prepare(final_obs), state)
         self.truncated[t, indices] = True
 
     def _check_obs(self, obs, where: str) -> None:
         if self.policy.is_finite(obs):
             return
-        flat = np.asarray(obs).reshape(len(obs), -1)
+        flat = self.policy.encoder(obs) if getattr(self.policy, "encoder", None) is not None else np.asarray(obs).reshape(len(obs), -1)
         bad = int(np.flatnonzero(~np.isfinite(flat).all(axis=1))[0])
         raise EnvError(
             f"environment {self.env_name!r} (copy {bad}) returned a non-finite observation from {where} "
             f"at global step {self.global_step}: {flat[bad].tolist()}; expected finite values"
         )
+
+
+def sequence_order(rng: np.random.Generator, num_steps: int, num_envs: int) -> np.ndarray:
+    """A random order of the env copies for a recurrent policy's update: the sample indices of the
+    time-major rollout, env-major (each copy's ``num_steps`` steps in a row; ``ppokit.gym.recurrent``)."""
+    envs = rng.permutation(num_envs)
+    return (envs[:, None] + np.arange(num_steps)[None, :] * num_envs).reshape(-1)

@@ -17,7 +17,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ppokit.core import UpdateSettings, ppo_update
 from ppokit.distributed import World
-from ppokit.gym.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
+from ppokit.gym.actor_critic import POLICY_INPUTS
+from ppokit.gym.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical, mask_logits
 from ppokit.gym.params import PolicyParameters
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -37,9 +38,11 @@ def _mlp(layers, activation: str) -> nn.Sequential:
     return nn.Sequential(*modules)
 
 
-def log_prob_entropy(dist, params: torch.Tensor, actions: torch.Tensor, log_std: torch.Tensor | None):
-    """(log-probs of ``actions``, entropies) with autograd, for each supported distribution."""
+def log_prob_entropy(dist, params: torch.Tensor, actions: torch.Tensor, log_std: torch.Tensor | None, action_masks: torch.Tensor | None = None):
+    """(log-probs of ``actions``, entropies) with autograd, for each supported distribution; for
+    (Multi)Discrete actions, under ``action_masks`` (False: invalid, probability 0)."""
     if isinstance(dist, (Categorical, MultiCategorical)):
+        params = mask_logits(params, action_masks)
         sizes = [p.param_size for p in dist.parts] if isinstance(dist, MultiCategorical) else [dist.param_size]
         columns = actions.long().reshape(actions.shape[0], -1)
         logprob, entropy = 0.0, 0.0
@@ -67,9 +70,9 @@ class TorchActorCritic(nn.Module):
         self.critic = _mlp(params.layers("critic"), activation)
         self.log_std = nn.Parameter(torch.from_numpy(params.views["log_std"])) if "log_std" in params.views else None
 
-    def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor):
+    def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor, action_masks: torch.Tensor | None = None):
         """(log-probs of the given actions, entropies, values), with gradients."""
-        logprob, entropy = log_prob_entropy(self.dist, self.actor(obs), actions, self.log_std)
+        logprob, entropy = log_prob_entropy(self.dist, self.actor(obs), actions, self.log_std, action_masks)
         return logprob, entropy, self.critic(obs).squeeze(-1)
 
 
@@ -112,15 +115,17 @@ class TorchEngine:
                 self.optimizer.state[param] = state
 
     @torch.no_grad()
-    def score(self, obs: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logprob, _, values = self.module.evaluate_actions(torch.from_numpy(obs), torch.from_numpy(actions))
+    def score(self, obs: np.ndarray, actions: np.ndarray, **inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(log-probs, values); ``inputs``: the minibatch's ``POLICY_INPUTS`` (masks, sequence starts and states)."""
+        extra = {name: torch.from_numpy(array) for name, array in inputs.items()}
+        logprob, _, values = self.module.evaluate_actions(torch.from_numpy(obs), torch.from_numpy(actions), **extra)
         return logprob.numpy(), values.numpy()
 
     def update(self, samples: dict[str, np.ndarray], settings: UpdateSettings, order) -> dict[str, float]:
         tensors = {name: torch.from_numpy(array) for name, array in samples.items()}
         evaluate = self.ddp if self.ddp is not None else EvaluateActions(self.module)
         return ppo_update(
-            lambda mb: evaluate(mb["obs"], mb["actions"]),
+            lambda mb: evaluate(mb["obs"], mb["actions"], {name: mb[name] for name in POLICY_INPUTS if name in mb}),
             self.optimizer,
             self.module.parameters(),
             tensors,
@@ -142,5 +147,5 @@ class EvaluateActions(nn.Module):
         self.weights = nn.ParameterList(list(model.parameters()))
         self.__dict__["model"] = model  # not a submodule: its parameters are the list above
 
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor):
-        return self.model.evaluate_actions(obs, actions)
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor, inputs: dict[str, torch.Tensor]):
+        return self.model.evaluate_actions(obs, actions, **inputs)

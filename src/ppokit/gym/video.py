@@ -24,7 +24,10 @@ def record_episode(agent, path: Path, deterministic: bool = True, seed: int | No
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = 0
     try:
-        obs, _ = env.reset(seed=agent.config.seed + 20_000 if seed is None else seed)
+        from ppokit.gym.evaluate import PolicyDriver
+
+        obs, infos = env.reset(seed=agent.config.seed + 20_000 if seed is None else seed)
+        driver = PolicyDriver(agent, env, infos, deterministic, vectorized=False)
         # macro_block_size=1 keeps the frame size as rendered (no rescaling to multiples of 16)
         with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1) as writer:
             for _ in range(max_steps + 1):
@@ -33,7 +36,7 @@ def record_episode(agent, path: Path, deterministic: bool = True, seed: int | No
                     raise EnvError(f"environment {agent.env_source!r} returned no rgb_array frame from render(); it cannot be recorded")
                 writer.append_data(frame)
                 frames += 1
-                obs, _, terminated, truncated, _ = env.step(agent.predict(obs, deterministic=deterministic))
+                obs, _, terminated, truncated, infos = env.step(driver.act(obs, infos))
                 if terminated or truncated:
                     writer.append_data(env.render())
                     frames += 1
