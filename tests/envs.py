@@ -190,3 +190,101 @@ class PixelCatchEnv(gym.Env):
         bottom = (self.size - 1) * c
         frame[bottom:bottom + c, self.paddle * c:(self.paddle + 1) * c] = 255
         return frame
+
+
+class MaskRecordingEnv(gym.Env):
+    """One random valid action of ``n`` per step, given by action_masks(); records whether each action it got was valid.
+
+    Reward 1 for a valid action; an invalid one ends the episode. ``empty_at``: the mask allows nothing from that step on.
+    """
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (5,), np.float32)
+    action_space = gym.spaces.Discrete(5)
+    received_valid: list = []
+
+    def __init__(self, empty_at: int | None = None, mask_in_info: bool = False, length: int = 10):
+        self.empty_at, self.mask_in_info, self.length = empty_at, mask_in_info, length
+        self.valid = np.ones(5, bool)
+        self.t = 0
+
+    def _draw(self):
+        self.valid = np.zeros(5, bool)
+        if self.empty_at is None or self.t < self.empty_at:
+            self.valid[self.np_random.integers(5)] = True
+        return self.np_random.uniform(0, 1, 5).astype(np.float32), ({"action_mask": self.valid.astype(np.int8)} if self.mask_in_info else {})
+
+    def action_masks(self):
+        if self.mask_in_info:
+            raise AttributeError("masks are in info")
+        return self.valid.copy()
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._draw()
+
+    def step(self, action):
+        valid = bool(self.valid[int(action)])
+        MaskRecordingEnv.received_valid.append(valid)
+        self.t += 1
+        obs, info = self._draw()
+        return obs, float(valid), not valid, self.t >= self.length, info
+
+
+class MultiDiscreteMaskEnv(gym.Env):
+    """MultiDiscrete([3, 4]) actions with an 'action_mask' observation key: one valid choice per dimension."""
+
+    observation_space = gym.spaces.Dict({"x": gym.spaces.Box(0.0, 1.0, (2,), np.float32), "action_mask": gym.spaces.MultiBinary(7)})
+    action_space = gym.spaces.MultiDiscrete([3, 4])
+    received_valid: list = []
+
+    def _obs(self):
+        self.choice = (int(self.np_random.integers(3)), int(self.np_random.integers(4)))
+        mask = np.zeros(7, np.int8)
+        mask[self.choice[0]] = 1
+        mask[3 + self.choice[1]] = 1
+        return {"x": self.np_random.uniform(0, 1, 2).astype(np.float32), "action_mask": mask}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        MultiDiscreteMaskEnv.received_valid.append(tuple(int(a) for a in action) == self.choice)
+        self.t += 1
+        return self._obs(), 0.0, False, self.t >= 10, {}
+
+
+class DictWalkEnv(gym.Env):
+    """FixedLengthWalkEnv as a Dict observation with a clock and an action mask (no 'stay' on even steps).
+
+    Episodes last exactly ``length`` steps and reset without randomness: with ``length`` equal to
+    n_steps, a resumed run sees exactly the observations of an uninterrupted one.
+    """
+
+    def __init__(self, length: int = 16):
+        self.length = length
+        self.observation_space = gym.spaces.Dict({
+            "position": gym.spaces.Box(-100.0, 100.0, (1,), np.float32),
+            "clock": gym.spaces.Discrete(length + 1),
+            "action_mask": gym.spaces.MultiBinary(3),
+        })
+        self.action_space = gym.spaces.Discrete(3)  # left, stay, right
+        self.position = 0.0
+        self.t = 0
+
+    def _obs(self):
+        return {"position": np.array([self.position], np.float32), "clock": self.t,
+                "action_mask": np.array([1, self.t % 2, 1], np.int8)}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.position, self.t = 0.0, 0
+        return self._obs(), {}
+
+    def step(self, action):
+        assert self.t % 2 or int(action) != 1, "a masked action reached the env"
+        self.position += int(action) - 1
+        self.t += 1
+        return self._obs(), -abs(self.position - 3.0) / 10.0, False, self.t >= self.length, {}

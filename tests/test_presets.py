@@ -1,10 +1,10 @@
 """Shipped presets are valid, and the Python API merges them as `ppokit train` does."""
 
-import gymnasium as gym
 import pytest
 
 from ppokit import PPO, PPOConfig
 from ppokit.errors import ConfigError
+from ppokit.gym.envs import make_env
 from ppokit.gym.presets import list_presets, load_preset
 
 
@@ -13,7 +13,7 @@ def test_every_preset_is_a_valid_config_for_an_env_that_exists(name):
     env_id, values = load_preset(name)
     config = PPOConfig.from_dict(values, source=f"preset {name}")
     assert config.total_steps >= config.rollout_size
-    env = gym.make(env_id, **config.env_kwargs)
+    env = make_env(env_id, config.env_kwargs)  # (as training makes it: ALE ids registered, ppokit's own envs too)
     env.close()
     assert list_presets()[name].get("notes"), f"preset {name} must say where its values come from"
 

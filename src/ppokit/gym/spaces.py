@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import gymnasium as gym
 import numpy as np
@@ -220,9 +221,10 @@ def space_from_json(data: dict) -> gym.Space:
     if kind == "MultiDiscrete":
         return gym.spaces.MultiDiscrete(np.array(data["nvec"]), start=np.array(data.get("start", [0] * len(data["nvec"]))))
     if kind == "MultiBinary":
-        return gym.spaces.MultiBinary(data["n"])
+        n = data["n"]
+        return gym.spaces.MultiBinary(n[0] if isinstance(n, list) and len(n) == 1 else n)
     if kind == "Dict":  # a list of pairs keeps the key order, which fixes the packed row's layout
-        return gym.spaces.Dict({str(key): space_from_json(part) for key, part in data["spaces"]})
+        return gym.spaces.Dict(OrderedDict((str(key), space_from_json(part)) for key, part in data["spaces"]))
     if kind == "Tuple":
         return gym.spaces.Tuple([space_from_json(part) for part in data["spaces"]])
     raise UnsupportedSpaceError(f"unknown space type {kind!r} in saved model; expected Box, Discrete, MultiDiscrete, MultiBinary, Dict or Tuple")
