@@ -15,6 +15,7 @@ def write_model_card(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").is_file() else {}
     env_id = config.get("env_id") or "a custom environment"
+    recurrent = config.get("policy") == "lstm"  # predict() then takes and returns the memory
     lines = [
         "---",
         "library_name: ppokit",
@@ -43,7 +44,9 @@ def write_model_card(run_dir: Path) -> Path:
         "from ppokit import PPO",
         "",
         'agent = PPO.load("path/to/this/folder")   # safetensors + JSON: loading runs no code',
-        "action = agent.predict(observation, deterministic=True)",
+        *(["state = None   # the LSTM's memory: None at an episode's start",
+           "action, state = agent.predict(observation, state=state, deterministic=True)"]
+          if recurrent else ["action = agent.predict(observation, deterministic=True)"]),
         "```",
         "",
         "Files: `model.safetensors` (weights and normalizer statistics), `model.json` (config, spaces),",
