@@ -192,8 +192,8 @@ class PixelCatchEnv(gym.Env):
         return frame
 
 
-class MaskRecordingEnv(gym.Env):
-    """One random valid action of ``n`` per step, given by action_masks(); records whether each action it got was valid.
+class InfoMaskEnv(gym.Env):
+    """One random valid action of 5 per step, given in info["action_mask"]; records whether each action it got was valid.
 
     Reward 1 for a valid action; an invalid one ends the episode. ``empty_at``: the mask allows nothing from that step on.
     """
@@ -201,9 +201,10 @@ class MaskRecordingEnv(gym.Env):
     observation_space = gym.spaces.Box(0.0, 1.0, (5,), np.float32)
     action_space = gym.spaces.Discrete(5)
     received_valid: list = []
+    mask_in_info = True
 
-    def __init__(self, empty_at: int | None = None, mask_in_info: bool = False, length: int = 10):
-        self.empty_at, self.mask_in_info, self.length = empty_at, mask_in_info, length
+    def __init__(self, empty_at: int | None = None, length: int = 10):
+        self.empty_at, self.length = empty_at, length
         self.valid = np.ones(5, bool)
         self.t = 0
 
@@ -213,11 +214,6 @@ class MaskRecordingEnv(gym.Env):
             self.valid[self.np_random.integers(5)] = True
         return self.np_random.uniform(0, 1, 5).astype(np.float32), ({"action_mask": self.valid.astype(np.int8)} if self.mask_in_info else {})
 
-    def action_masks(self):
-        if self.mask_in_info:
-            raise AttributeError("masks are in info")
-        return self.valid.copy()
-
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         self.t = 0
@@ -225,10 +221,19 @@ class MaskRecordingEnv(gym.Env):
 
     def step(self, action):
         valid = bool(self.valid[int(action)])
-        MaskRecordingEnv.received_valid.append(valid)
+        InfoMaskEnv.received_valid.append(valid)
         self.t += 1
         obs, info = self._draw()
         return obs, float(valid), not valid, self.t >= self.length, info
+
+
+class MaskRecordingEnv(InfoMaskEnv):
+    """InfoMaskEnv with its mask given by an action_masks() method instead (sb3-contrib's convention)."""
+
+    mask_in_info = False
+
+    def action_masks(self):
+        return self.valid.copy()
 
 
 class MultiDiscreteMaskEnv(gym.Env):

@@ -4,7 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from envs import DictWalkEnv, MaskRecordingEnv, MultiDiscreteMaskEnv
+from envs import DictWalkEnv, InfoMaskEnv, MaskRecordingEnv, MultiDiscreteMaskEnv
 
 from ppokit import PPO
 from ppokit.errors import ConfigError, EnvError, InputError
@@ -67,7 +67,7 @@ def test_multidiscrete_mask_applies_to_each_dimension():
 
 @pytest.mark.parametrize("engine", ["numpy", "torch"])
 def test_training_takes_only_valid_actions_and_stores_each_mask_with_its_step(engine):
-    MaskRecordingEnv.received_valid.clear()
+    InfoMaskEnv.received_valid.clear()
     agent = _agent(MaskRecordingEnv, engine=engine)
     seen = {}
     original_update = agent.engine.update
@@ -78,7 +78,7 @@ def test_training_takes_only_valid_actions_and_stores_each_mask_with_its_step(en
 
     agent.engine.update = spy
     agent.learn()
-    assert len(MaskRecordingEnv.received_valid) == 64 and all(MaskRecordingEnv.received_valid)
+    assert len(InfoMaskEnv.received_valid) == 64 and all(InfoMaskEnv.received_valid)
     masks, actions = seen["action_masks"], seen["actions"]
     assert masks.shape == (64, 5) and masks.sum(1).tolist() == [1] * 64  # one valid action per step, as the env gave it
     assert masks[np.arange(64), actions].all()
@@ -86,13 +86,23 @@ def test_training_takes_only_valid_actions_and_stores_each_mask_with_its_step(en
 
 
 def test_masks_from_info_and_from_an_observation_key():
-    MaskRecordingEnv.received_valid.clear()
-    agent = _agent(lambda: MaskRecordingEnv(mask_in_info=True)).learn()
-    assert agent.collector.mask_reader.source == "info" and all(MaskRecordingEnv.received_valid)
+    InfoMaskEnv.received_valid.clear()
+    agent = _agent(InfoMaskEnv).learn()
+    assert agent.collector.mask_reader.source == "info" and all(InfoMaskEnv.received_valid)
     MultiDiscreteMaskEnv.received_valid.clear()
     agent = _agent(MultiDiscreteMaskEnv).learn()
     assert agent.collector.mask_reader.source == "obs" and len(MultiDiscreteMaskEnv.received_valid) == 64
     assert all(MultiDiscreteMaskEnv.received_valid)
+
+
+def test_async_envs_with_and_without_masks():
+    """Looking for an action_masks() method must not break an AsyncVectorEnv whose envs have none."""
+    agent = _agent(MaskRecordingEnv, vec_env="async").learn()
+    assert agent.collector.mask_reader.source == "method" and agent.collector.action_masks.sum(-1).max() == 1
+    agent.close()
+    agent = _agent("CartPole-v1", vec_env="async").learn()
+    assert agent.collector.mask_reader is None and agent.global_step == 64
+    agent.close()
 
 
 def test_taxi_masks_come_from_info():
@@ -116,10 +126,10 @@ def test_predict_respects_a_given_mask_and_the_observation_key():
 
 
 def test_evaluation_passes_the_env_masks():
-    MaskRecordingEnv.received_valid.clear()
+    InfoMaskEnv.received_valid.clear()
     agent = _agent(MaskRecordingEnv)  # untrained: without the masks it would pick a wrong action 4 times in 5
     returns = evaluate_policy(agent, episodes=6, deterministic=False)
-    assert returns == [10.0] * 6 and all(MaskRecordingEnv.received_valid)
+    assert returns == [10.0] * 6 and all(InfoMaskEnv.received_valid)
 
 
 def test_a_mask_with_no_valid_action_names_the_step():

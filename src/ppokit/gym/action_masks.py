@@ -25,16 +25,13 @@ def find_mask_source(env, observation_space: gym.Space, reset_infos: dict, vecto
     """Which convention ``env`` (a vector env, or one env with ``vectorized=False``) follows, or None."""
     if isinstance(observation_space, gym.spaces.Dict) and ACTION_MASK_KEY in observation_space.spaces:
         return "obs"
-    try:
-        if vectorized:
-            call = getattr(env, "call", None)
-            if call is not None:
-                call("action_masks")
-                return "method"
-        elif env.has_wrapper_attr("action_masks"):
+    if vectorized:
+        # asked through has_wrapper_attr: a failed call() would leave an AsyncVectorEnv's workers dead
+        call = getattr(env, "call", None)
+        if call is not None and all(call("has_wrapper_attr", "action_masks")):
             return "method"
-    except AttributeError:
-        pass
+    elif env.has_wrapper_attr("action_masks"):
+        return "method"
     if ACTION_MASK_KEY in reset_infos:
         return "info"
     return None
