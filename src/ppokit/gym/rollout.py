@@ -119,8 +119,8 @@ class RolloutCollector:
                     f"at global step {self.global_step}; expected a finite number"
                 )
             dones = terminated | truncated
-            # the next observation begins an episode: after a done (SAME_STEP), or after a reset step (NEXT_STEP)
-            self.next_starts = self.resetting.copy() if self.next_step_reset else dones.copy()
+            if self.recurrent:  # the next observation begins an episode: after a done (SAME_STEP), or after a reset step (NEXT_STEP)
+                self.next_starts = self.resetting.copy() if self.next_step_reset else dones.copy()
             real = self.n_envs
             if self.next_step_reset and self.resetting.any():
                 self.mask[t, self.resetting] = 0.0

@@ -99,11 +99,14 @@ class NatureCNNActorCritic(nn.Module):
         self.critic = _orthogonal(nn.Linear(CNN_FEATURES, 1), 1.0)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        frames = obs.float() / 255.0
-        if self.channels_last:
-            frames = frames.permute(0, 3, 1, 2)
-        hidden = self.body(frames)
+        hidden = self.body(scaled_frames(obs, self.channels_last))
         return self.actor(hidden), self.critic(hidden).squeeze(-1)
+
+
+def scaled_frames(frames: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """0-255 frames (uint8, or their values as floats) -> float [B, C, H, W] in [0, 1]."""
+    frames = frames.float() / 255.0
+    return frames.permute(0, 3, 1, 2) if channels_last else frames
 
 
 class FrameFeatures(nn.Module):
@@ -116,10 +119,7 @@ class FrameFeatures(nn.Module):
         self.body = nature_cnn_body(channels, height, width)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        frames = obs.reshape(-1, *self.shape).float() / 255.0
-        if self.channels_last:
-            frames = frames.permute(0, 3, 1, 2)
-        return self.body(frames)
+        return self.body(scaled_frames(obs.reshape(-1, *self.shape), self.channels_last))
 
 
 class MultiInputFeatures(nn.Module):
