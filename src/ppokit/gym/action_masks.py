@@ -18,8 +18,6 @@ import numpy as np
 from ppokit.errors import ConfigError, EnvError
 from ppokit.gym.spaces import ACTION_MASK_KEY
 
-MASK_SETTINGS = ("auto", "on", "off")
-
 
 def find_mask_source(env, observation_space: gym.Space, reset_infos: dict, vectorized: bool = True) -> str | None:
     """Which convention ``env`` (a vector env, or one env with ``vectorized=False``) follows, or None."""
