@@ -13,65 +13,108 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from envs import CrashingEnv, FixedLengthWalkEnv  # noqa: E402
+from envs import CrashingEnv, DictWalkEnv, FixedLengthWalkEnv  # noqa: E402
 
 from ppokit import PPO  # noqa: E402
 from ppokit.distributed import close_world, current_world  # noqa: E402
 from ppokit.gym.agent import build_policy_and_engine  # noqa: E402
 from ppokit.gym.config import PPOConfig  # noqa: E402
+from ppokit.gym.rollout import sequence_order  # noqa: E402
 
 # one update on a fixed global batch: 64 samples, global minibatches of 16, 3 epochs
 GLOBAL_SAMPLES, GLOBAL_MINIBATCH, EPOCHS = 64, 16, 3
+# the masked cases: 4 actions, some invalid; the recurrent case: the 64 samples are 8 env copies x 8 steps
+NUM_ACTIONS, SEQUENCE_STEPS, SEQUENCE_ENVS, SEQUENCE_MINIBATCH = 4, 8, 8, 32
+# case -> (policy, engine, with action masks and sample weights)
+UPDATE_CASES = {"numpy": ("mlp", "numpy", False), "torch": ("mlp", "torch", False), "masked-numpy": ("mlp", "numpy", True),
+                "masked-torch": ("mlp", "torch", True), "lstm": ("lstm", "torch", True)}
 
 
-def global_batch(observation_size: int = 4, seed: int = 7) -> dict[str, np.ndarray]:
+def global_batch(observation_size: int = 4, seed: int = 7, masked: bool = False, state_size: int = 0) -> dict[str, np.ndarray]:
+    """Time-major samples (index t * SEQUENCE_ENVS + env, for the recurrent case). ``masked``: each sample has
+    an action mask (its action valid) and a weight, 0 for some samples (a NEXT_STEP env's reset step)."""
     rng = np.random.default_rng(seed)
-    return {
+    num_actions = NUM_ACTIONS if masked else 2
+    batch = {
         "obs": rng.normal(size=(GLOBAL_SAMPLES, observation_size)).astype(np.float32),
-        "actions": rng.integers(0, 2, size=GLOBAL_SAMPLES).astype(np.int64),
-        "logprobs": np.log(rng.uniform(0.3, 0.7, size=GLOBAL_SAMPLES)).astype(np.float32),
+        "actions": rng.integers(0, num_actions, size=GLOBAL_SAMPLES).astype(np.int64),
+        "logprobs": np.log(rng.uniform(0.2, 0.5 if masked else 0.7, size=GLOBAL_SAMPLES)).astype(np.float32),
         "values": rng.normal(size=GLOBAL_SAMPLES).astype(np.float32),
         "advantages": rng.normal(size=GLOBAL_SAMPLES).astype(np.float32),
         "returns": rng.normal(size=GLOBAL_SAMPLES).astype(np.float32),
     }
+    if masked:
+        masks = rng.uniform(size=(GLOBAL_SAMPLES, num_actions)) < 0.6
+        masks[np.arange(GLOBAL_SAMPLES), batch["actions"]] = True
+        batch["action_masks"] = masks
+        batch["mask"] = (rng.uniform(size=GLOBAL_SAMPLES) > 0.15).astype(np.float32)
+    if state_size:
+        batch["states"] = rng.normal(0, 0.5, size=(GLOBAL_SAMPLES, state_size)).astype(np.float32)
+        starts = rng.uniform(size=GLOBAL_SAMPLES) < 0.2
+        starts[:SEQUENCE_ENVS] = True  # step 0 of every copy
+        batch["episode_starts"] = starts.astype(np.float32)
+    return batch
 
 
-def rank_orders(world_size: int, seed: int = 11) -> list[list[np.ndarray]]:
-    """orders[epoch][rank]: each rank's permutation of its own samples (global sample i lives on rank i % world_size)."""
+def rank_rows(rank: int, world_size: int, recurrent: bool) -> np.ndarray:
+    """The global sample indices rank ``rank`` holds, in its local order: every world_size-th sample, or
+    (recurrent) its env copies' time-major steps, as a rank's collector lays out its own envs."""
+    if not recurrent:
+        return np.arange(rank, GLOBAL_SAMPLES, world_size)
+    envs = SEQUENCE_ENVS // world_size
+    return (np.arange(SEQUENCE_STEPS)[:, None] * SEQUENCE_ENVS + rank * envs + np.arange(envs)[None, :]).reshape(-1)
+
+
+def rank_orders(world_size: int, recurrent: bool = False, seed: int = 11) -> list[list[np.ndarray]]:
+    """orders[epoch][rank]: each rank's order of its own samples (recurrent: whole env sequences)."""
     rng = np.random.default_rng(seed)
+    if recurrent:
+        return [[sequence_order(rng, SEQUENCE_STEPS, SEQUENCE_ENVS // world_size) for _ in range(world_size)] for _ in range(EPOCHS)]
     local = GLOBAL_SAMPLES // world_size
     return [[rng.permutation(local) for _ in range(world_size)] for _ in range(EPOCHS)]
 
 
-def single_process_order(orders_for_epoch: list[np.ndarray]) -> np.ndarray:
+def single_process_order(orders_for_epoch: list[np.ndarray], local_minibatch: int, recurrent: bool = False) -> np.ndarray:
     """The one-process permutation whose minibatch m is the union of every rank's minibatch m."""
     world_size = len(orders_for_epoch)
-    local_minibatch = GLOBAL_MINIBATCH // world_size
     parts = []
     for start in range(0, GLOBAL_SAMPLES // world_size, local_minibatch):
         for rank, order in enumerate(orders_for_epoch):
-            parts.append(order[start : start + local_minibatch] * world_size + rank)  # local index -> global index
+            parts.append(rank_rows(rank, world_size, recurrent)[order[start : start + local_minibatch]])  # local index -> global index
     return np.concatenate(parts)
 
 
-def one_update(engine: str, split_over: int) -> np.ndarray:
+def one_update(case: str, split_over: int, update: bool = True) -> np.ndarray:
     """The weights after one update: by this process's share of the batch (under torchrun), or by one
-    process on the whole batch in the order the ``split_over`` ranks would take it."""
+    process on the whole batch in the order the ``split_over`` ranks would take it (``update=False``: the initial weights)."""
     import gymnasium as gym
 
     world = current_world()
-    config = PPOConfig.from_dict({"engine": engine, "n_epochs": EPOCHS, "minibatch_size": GLOBAL_MINIBATCH, "target_kl": None, "max_grad_norm": 0.5})
-    spaces = (gym.spaces.Box(-10, 10, (4,), np.float32), gym.spaces.Discrete(2))
-    policy, trainer = build_policy_and_engine("mlp", engine, *spaces, config, np.random.SeedSequence(0), world=world)
-    batch = global_batch()
-    orders = rank_orders(split_over)
-    if world.distributed:
-        samples = {name: array[world.rank :: world.size] for name, array in batch.items()}
-        settings = config.update_settings(minibatch_size=GLOBAL_MINIBATCH // world.size)
-        trainer.update(samples, settings, lambda epoch: orders[epoch][world.rank])
+    kind, engine, masked = UPDATE_CASES[case]
+    recurrent = kind == "lstm"
+    minibatch = SEQUENCE_MINIBATCH if recurrent else GLOBAL_MINIBATCH
+    config = PPOConfig.from_dict({"engine": engine, "policy": kind, "n_epochs": EPOCHS, "minibatch_size": minibatch, "target_kl": None,
+                                  "max_grad_norm": 0.5, "lstm_hidden_size": 8, "n_steps": SEQUENCE_STEPS, "n_envs": SEQUENCE_ENVS})
+    spaces = (gym.spaces.Box(-10, 10, (4,), np.float32), gym.spaces.Discrete(NUM_ACTIONS if masked else 2))
+    policy, trainer = build_policy_and_engine(kind, engine, *spaces, config, np.random.SeedSequence(0), world=world)
+    batch = global_batch(masked=masked, state_size=policy.state_size if recurrent else 0)
+    orders = rank_orders(split_over, recurrent)
+    local_minibatch = minibatch // split_over
+    if not update:
+        pass
+    elif world.distributed:
+        rows = rank_rows(world.rank, world.size, recurrent)
+        samples = {name: array[rows] for name, array in batch.items()}
+        trainer.update(samples, config.update_settings(minibatch_size=local_minibatch), lambda epoch: orders[epoch][world.rank])
     else:
-        trainer.update(batch, config.update_settings(), lambda epoch: single_process_order(orders[epoch]))
-    return policy.params.flat.copy()
+        trainer.update(batch, config.update_settings(), lambda epoch: single_process_order(orders[epoch], local_minibatch, recurrent))
+    return flat_weights(policy)
+
+
+def flat_weights(policy) -> np.ndarray:
+    """Every array of the policy's state (weights, log-std, normalizer statistics), flattened in name order."""
+    state = policy.state_dict()
+    return np.concatenate([np.asarray(state[name], dtype=np.float64).ravel() for name in sorted(state)])
 
 
 def _crashing_on_rank_1():
@@ -85,7 +128,7 @@ def _walk():
 def train(out: Path, spec: dict) -> None:
     """Train (or resume) and write this rank's final weights and counters."""
     world = current_world()
-    env = {"walk": _walk, "crash": _crashing_on_rank_1}.get(spec["env"], spec["env"])
+    env = {"walk": _walk, "dict-walk": DictWalkEnv, "crash": _crashing_on_rank_1}.get(spec["env"], spec["env"])
     if spec.get("hang_rank") == world.rank:
         time.sleep(3600)  # a rank that never reaches the first exchange
     if spec.get("resume"):
@@ -93,8 +136,7 @@ def train(out: Path, spec: dict) -> None:
     else:
         agent = PPO(env, spec["config"], run_dir=spec.get("run_dir"), verbose=False, progress_bar=False)
     agent.learn()
-    state = agent.policy.state_dict()  # weights and normalizer statistics
-    np.save(out / f"weights-rank{world.rank}.npy", np.concatenate([np.asarray(state[name], dtype=np.float64).ravel() for name in sorted(state)]))
+    np.save(out / f"weights-rank{world.rank}.npy", flat_weights(agent.policy))  # weights and normalizer statistics
     (out / f"counters-rank{world.rank}.json").write_text(json.dumps({"global_step": agent.global_step, "num_updates": agent.num_updates,
                                                                      "world_size": world.size}))
 
@@ -105,7 +147,7 @@ def main() -> None:
     world = current_world()
     finished = False
     try:
-        if case in ("numpy", "torch"):
+        if case in UPDATE_CASES:
             weights = one_update(case, world.size)
             np.save(out / f"weights-rank{world.rank}.npy", weights)
         elif case == "train":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from distributed_worker import one_update
+from distributed_worker import UPDATE_CASES, one_update
 
 from ppokit.checkpoint import list_checkpoints, load_checkpoint
 
@@ -42,31 +42,27 @@ def ranks_weights(out: Path, size: int = 2) -> list[np.ndarray]:
     return [np.load(out / f"weights-rank{rank}.npy") for rank in range(size)]
 
 
-@pytest.mark.parametrize("engine", ["numpy", "torch"])
-def test_two_ranks_with_half_the_batch_each_make_the_single_process_update(tmp_path, engine):
-    result = launch(WORKER, engine, tmp_path)
+@pytest.mark.parametrize("case", list(UPDATE_CASES))
+def test_two_ranks_with_half_the_batch_each_make_the_single_process_update(tmp_path, case):
+    """MLP on both engines; with action masks and weighted samples; an LSTM over whole env sequences."""
+    result = launch(WORKER, case, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     rank0, rank1 = ranks_weights(tmp_path)
     np.testing.assert_array_equal(rank0, rank1)  # the ranks hold the same weights, bit for bit
-    single = one_update(engine, split_over=2)  # this process: a world of one, on the whole batch
+    single = one_update(case, split_over=2)  # this process: a world of one, on the whole batch
     assert np.abs(rank0 - single).max() < 1e-6
-    assert np.abs(single - _untrained_weights(engine)).max() > 1e-3  # the update moved the weights: the comparison says something
+    assert np.abs(single - _untrained_weights(case)).max() > 1e-3  # the update moved the weights: the comparison says something
 
 
-def _untrained_weights(engine: str) -> np.ndarray:
-    import gymnasium as gym
-
-    from ppokit.gym.agent import build_policy_and_engine
-    from ppokit.gym.config import PPOConfig
-
-    config = PPOConfig.from_dict({"engine": engine})
-    policy, _ = build_policy_and_engine("mlp", engine, gym.spaces.Box(-10, 10, (4,), np.float32), gym.spaces.Discrete(2), config, np.random.SeedSequence(0))
-    return policy.params.flat.copy()
+def _untrained_weights(case: str) -> np.ndarray:
+    return one_update(case, split_over=2, update=False)
 
 
-def test_two_process_run_checkpoints_and_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("env, policy", [("walk", {}), ("dict-walk", {"policy": "lstm", "lstm_hidden_size": 16})], ids=["mlp", "dict-mask-lstm"])
+def test_two_process_run_checkpoints_and_resumes_exactly(tmp_path, env, policy):
+    """The MLP on a Box walk; an LSTM over a Dict observation with an action mask (whole sequences per rank)."""
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    result = launch(WORKER, "train", full, json.dumps({"env": "walk", "config": WALK, "run_dir": str(full)}))
+    result = launch(WORKER, "train", full, json.dumps({"env": env, "config": WALK | policy, "run_dir": str(full)}))
     assert result.returncode == 0, result.stdout + result.stderr
     rank0, rank1 = ranks_weights(full)
     np.testing.assert_array_equal(rank0, rank1)
@@ -78,11 +74,11 @@ def test_two_process_run_checkpoints_and_resumes_exactly(tmp_path):
     assert not (full / "checkpoints" / "update_000000003" / "rank1").exists()
 
     middle = full / "checkpoints" / "update_000000003"
-    result = launch(WORKER, "train", resumed, json.dumps({"env": "walk", "resume": str(middle), "run_dir": str(resumed)}))
+    result = launch(WORKER, "train", resumed, json.dumps({"env": env, "resume": str(middle), "run_dir": str(resumed)}))
     assert result.returncode == 0, result.stdout + result.stderr
     np.testing.assert_array_equal(ranks_weights(resumed)[0], rank0)  # the resumed run ends where the uninterrupted one did
 
-    one = subprocess.run([sys.executable, str(WORKER), "train", tmp_path / "one", json.dumps({"env": "walk", "resume": str(middle)})],
+    one = subprocess.run([sys.executable, str(WORKER), "train", tmp_path / "one", json.dumps({"env": env, "resume": str(middle)})],
                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)), timeout=120)
     assert one.returncode != 0
     assert "written by a run of 2 process(es)" in one.stderr and "not 1" in one.stderr
