@@ -7,6 +7,11 @@ takes half of every minibatch), alternating the order, over seeds. SPS is the ru
 deterministic evaluation episodes the CLI runs at the end. CartPole's zoo preset is also trained by
 Stable-Baselines3 in one process (benchmarks/run_one.py), for the ratio the issue asks about.
 
+The bound: what 2 processes could reach if their exchanges cost nothing. Two independent one-process
+runs, started together, each with one rank's share (n_envs / 2 envs, minibatch_size / 2, half the
+steps) and nothing to exchange; their summed SPS over the 1-process SPS is the most any data-parallel
+scheme that splits the envs this way can get on these cores (language models: not measured).
+
     python benchmarks/bench_distributed.py [--seeds 0 1 2] [--workloads CartPole-v1 Pendulum-v1 HalfCheetah-v5 lm-sort]
 
 Writes benchmarks/results/distributed.md and the raw runs under benchmarks/results/raw/distributed/.
@@ -71,6 +76,39 @@ def train(workload: str, processes: int, seed: int) -> dict:
     return result
 
 
+def one_rank_share(workload: str) -> list[str]:
+    """The overrides that give one process one rank's share of a 2-process run: half the envs, the minibatch and the steps."""
+    from ppokit.gym.presets import load_preset, preset_for_env
+
+    env_id, overrides = WORKLOADS[workload]
+    _, values = load_preset(preset_for_env(env_id))
+    values = values | {key: int(value) for key, value in (item.split("=", 1) for item in overrides)}
+    return [*overrides] + [f"{key}={values[key] // 2}" for key in ("n_envs", "minibatch_size", "total_steps")]
+
+
+def train_halves(workload: str, seed: int) -> dict:
+    """The no-exchange bound: two one-process runs of one rank's share each, at the same time; their summed SPS."""
+    env_id, _ = WORKLOADS[workload]
+    run_dir = RAW / f"{workload.replace('/', '-')}-halves-seed{seed}"
+    if (run_dir / "result.json").exists():
+        return json.loads((run_dir / "result.json").read_text())
+    runs = []
+    for half in (0, 1):
+        command = [sys.executable, "-m", "ppokit", "train", env_id, "--run-dir", str(run_dir / f"half{half}"), "--seed", str(seed + 1000 * half),
+                   "--no-progress", "--quiet", "tensorboard=false", "eval_episodes=1", *one_rank_share(workload)]
+        runs.append(subprocess.Popen(command, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL))
+    if any(run.wait() for run in runs):
+        raise SystemExit(f"{workload}: a half run failed")
+    speeds = []
+    for half in (0, 1):
+        with open(run_dir / f"half{half}" / "progress.csv", newline="") as f:
+            speeds.append(float(list(csv.DictReader(f))[-1]["charts/SPS"]))
+    result = {"sps": sum(speeds), "half_sps": speeds}
+    (run_dir / "result.json").write_text(json.dumps(result))
+    print(f"{workload:16s} 2 halves seed {seed}: {result['sps']:,.0f} SPS together (no exchange)", flush=True)
+    return result
+
+
 def lm_config() -> Path:
     """The sort task's PPO stage (SFT policy, reward model, prompts), built once by ppokit's demo pipeline."""
     import yaml
@@ -117,20 +155,27 @@ def write_table(results: dict, sb3: list[float], seeds: list[int], path: Path) -
         "20,480 steps; Breakout 8,192 steps, 2 evaluation games; LM: the sort demo's PPO stage, 6,400 episodes). Medians over seeds.",
         "SPS: env steps (LM: episodes) per training second; return: mean of the deterministic evaluation episodes at the end",
         "(LM: the reward model's mean score over the last 10 updates). A run already in raw/ is reused: delete it to measure again.",
+        "Bound: two one-process runs of one rank's share each (half the envs, minibatch and steps), started together, with",
+        "nothing to exchange: their summed SPS, the most 2 processes splitting the envs can reach on these cores (LM: not measured).",
         "",
-        "| workload | SPS, 1 process | SPS, 2 processes | 2 / 1 | return, 1 process | return, 2 processes |",
-        "|---|---|---|---|---|---|",
+        "| workload | SPS, 1 process | SPS, 2 processes | 2 / 1 | bound: 2 halves, no exchange | bound / 1 | return, 1 process | return, 2 processes |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for workload, by_count in results.items():
         one, two = (median([r["sps"] for r in by_count[p]]) for p in (1, 2))
+        bound = median([r["sps"] for r in by_count.get("halves", [])])
         r1, r2 = (median([r["return"] for r in by_count[p]]) for p in (1, 2))
         spec = ",.2f" if workload == LM_WORKLOAD else ",.0f"
-        lines.append(f"| {workload} | {fmt(one, spec)} | {fmt(two, spec)} | {two / one:.2f}x | {fmt(r1, ',.2f')} | {fmt(r2, ',.2f')} |")
+        bound_ratio = f"{bound / one:.2f}x" if bound else "-"
+        lines.append(f"| {workload} | {fmt(one, spec)} | {fmt(two, spec)} | {two / one:.2f}x | {fmt(bound, spec)} | {bound_ratio} | "
+                     f"{fmt(r1, ',.2f')} | {fmt(r2, ',.2f')} |")
     if sb3 and "CartPole-v1" in results:
         two = median([r["sps"] for r in results["CartPole-v1"][2]])
         one = median([r["sps"] for r in results["CartPole-v1"][1]])
+        bound = median([r["sps"] for r in results["CartPole-v1"].get("halves", [])])
         lines += ["", f"CartPole-v1 zoo preset, Stable-Baselines3 in one process: {fmt(median(sb3))} SPS (seeds {', '.join(map(str, seeds))}).",
-                  f"ppokit / SB3: {one / median(sb3):.2f}x with 1 process, {two / median(sb3):.2f}x with 2 processes."]
+                  f"ppokit / SB3: {one / median(sb3):.2f}x with 1 process, {two / median(sb3):.2f}x with 2 processes"
+                  + (f", {bound / median(sb3):.2f}x for the no-exchange bound." if bound else ".")]
     lines += ["", "Raw runs: `benchmarks/results/raw/distributed/`."]
     path.write_text("\n".join(lines) + "\n")
 
@@ -149,6 +194,8 @@ def main() -> None:
             for processes in ((1, 2) if i % 2 == 0 else (2, 1)):  # alternate, so drift in the machine's speed hits both
                 one = train_lm(processes, seed) if workload == LM_WORKLOAD else train(workload, processes, seed)
                 results[workload][processes].append(one)
+            if workload != LM_WORKLOAD:
+                results[workload].setdefault("halves", []).append(train_halves(workload, seed))
     sb3 = []
     if "CartPole-v1" in args.workloads and not args.no_sb3:
         sb3 = [run("sb3", "CartPole-v1", seed, RAW, extra=["--no-eval"], name="CartPole-v1-sb3")["sps"] for seed in args.seeds]
