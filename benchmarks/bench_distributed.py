@@ -9,10 +9,11 @@ Stable-Baselines3 in one process (benchmarks/run_one.py), for the ratio the issu
 
 The bound: what 2 processes could reach if their exchanges cost nothing. Two independent one-process
 runs, started together, each with one rank's share (n_envs / 2 envs, minibatch_size / 2, half the
-steps) and nothing to exchange; their summed SPS over the 1-process SPS is the most any data-parallel
-scheme that splits the envs this way can get on these cores (language models: not measured).
+steps; language models: half the rollout, the minibatch and the episodes) and nothing to exchange.
+Their summed SPS over the 1-process SPS is the most any data-parallel scheme that splits the envs
+(language models: the prompts) this way can get on these cores.
 
-    python benchmarks/bench_distributed.py [--seeds 0 1 2] [--workloads CartPole-v1 Pendulum-v1 HalfCheetah-v5 lm-sort]
+    python benchmarks/bench_distributed.py [--seeds 0 1 2] [--workloads CartPole-v1 Pendulum-v1 HalfCheetah-v5 ALE/Breakout-v5 lm-sort]
 
 Writes benchmarks/results/distributed.md and the raw runs under benchmarks/results/raw/distributed/.
 """
@@ -77,36 +78,48 @@ def train(workload: str, processes: int, seed: int) -> dict:
 
 
 def one_rank_share(workload: str) -> list[str]:
-    """The overrides that give one process one rank's share of a 2-process run: half the envs, the minibatch and the steps."""
+    """The arguments after ``ppokit`` that give one process one rank's share of a 2-process run: half the
+    envs, the minibatch and the steps (language models: half the rollout, the minibatch and the episodes)."""
+    if workload == LM_WORKLOAD:
+        import yaml
+
+        config = lm_config()
+        values = yaml.safe_load(config.read_text())
+        return ["lm", "ppo", "--config", str(config), *(f"{key}={values[key] // 2}" for key in ("batch_size", "minibatch_size", "total_episodes"))]
     from ppokit.gym.presets import load_preset, preset_for_env
 
     env_id, overrides = WORKLOADS[workload]
     _, values = load_preset(preset_for_env(env_id))
     values = values | {key: int(value) for key, value in (item.split("=", 1) for item in overrides)}
-    return [*overrides] + [f"{key}={values[key] // 2}" for key in ("n_envs", "minibatch_size", "total_steps")]
+    return ["train", env_id, "eval_episodes=1", *overrides, *(f"{key}={values[key] // 2}" for key in ("n_envs", "minibatch_size", "total_steps"))]
 
 
 def train_halves(workload: str, seed: int) -> dict:
     """The no-exchange bound: two one-process runs of one rank's share each, at the same time; their summed SPS."""
-    env_id, _ = WORKLOADS[workload]
     run_dir = RAW / f"{workload.replace('/', '-')}-halves-seed{seed}"
     if (run_dir / "result.json").exists():
         return json.loads((run_dir / "result.json").read_text())
     runs = []
     for half in (0, 1):
-        command = [sys.executable, "-m", "ppokit", "train", env_id, "--run-dir", str(run_dir / f"half{half}"), "--seed", str(seed + 1000 * half),
-                   "--no-progress", "--quiet", "tensorboard=false", "eval_episodes=1", *one_rank_share(workload)]
+        command = [sys.executable, "-m", "ppokit", *one_rank_share(workload), "--run-dir", str(run_dir / f"half{half}"), "--seed",
+                   str(seed + 1000 * half), "--no-progress", "--quiet", "tensorboard=false"]
         runs.append(subprocess.Popen(command, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL))
     if any(run.wait() for run in runs):
         raise SystemExit(f"{workload}: a half run failed")
-    speeds = []
-    for half in (0, 1):
-        with open(run_dir / f"half{half}" / "progress.csv", newline="") as f:
-            speeds.append(float(list(csv.DictReader(f))[-1]["charts/SPS"]))
+    speeds = [speed(run_dir / f"half{half}", workload) for half in (0, 1)]
     result = {"sps": sum(speeds), "half_sps": speeds}
     (run_dir / "result.json").write_text(json.dumps(result))
-    print(f"{workload:16s} 2 halves seed {seed}: {result['sps']:,.0f} SPS together (no exchange)", flush=True)
+    print(f"{workload:16s} 2 halves seed {seed}: {result['sps']:,.2f} per second together (no exchange)", flush=True)
     return result
+
+
+def speed(run_dir: Path, workload: str) -> float:
+    """A run's env steps per training second (language models: episodes per second)."""
+    with open(run_dir / "progress.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if workload == LM_WORKLOAD:
+        return float(rows[-1]["episodes"]) / float(rows[-1]["time_elapsed"])
+    return float(rows[-1]["charts/SPS"])
 
 
 def lm_config() -> Path:
@@ -134,9 +147,9 @@ def train_lm(processes: int, seed: int) -> dict:
     wall = time.perf_counter() - started
     with open(run_dir / "progress.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    episodes, seconds = float(rows[-1]["episodes"]), float(rows[-1]["time_elapsed"])
     last = rows[-10:]  # the reward model's mean score over the last 10 updates (a single batch is noisy)
-    result = {"sps": episodes / seconds, "steps": int(episodes), "wall_s": wall, "return": statistics.fmean(float(r["env/score"]) for r in last)}
+    result = {"sps": speed(run_dir, LM_WORKLOAD), "steps": int(float(rows[-1]["episodes"])), "wall_s": wall,
+              "return": statistics.fmean(float(r["env/score"]) for r in last)}
     (run_dir / "result.json").write_text(json.dumps(result))
     print(f"{LM_WORKLOAD:16s} {processes} proc seed {seed}: {result['sps']:,.2f} episodes/s, score {result['return']:.3f}, {wall:.1f} s wall", flush=True)
     return result
@@ -156,7 +169,7 @@ def write_table(results: dict, sb3: list[float], seeds: list[int], path: Path) -
         "SPS: env steps (LM: episodes) per training second; return: mean of the deterministic evaluation episodes at the end",
         "(LM: the reward model's mean score over the last 10 updates). A run already in raw/ is reused: delete it to measure again.",
         "Bound: two one-process runs of one rank's share each (half the envs, minibatch and steps), started together, with",
-        "nothing to exchange: their summed SPS, the most 2 processes splitting the envs can reach on these cores (LM: not measured).",
+        "nothing to exchange: their summed SPS, the most 2 processes splitting the envs (LM: the prompts) can reach on these cores.",
         "",
         "| workload | SPS, 1 process | SPS, 2 processes | 2 / 1 | bound: 2 halves, no exchange | bound / 1 | return, 1 process | return, 2 processes |",
         "|---|---|---|---|---|---|---|---|",
@@ -194,8 +207,7 @@ def main() -> None:
             for processes in ((1, 2) if i % 2 == 0 else (2, 1)):  # alternate, so drift in the machine's speed hits both
                 one = train_lm(processes, seed) if workload == LM_WORKLOAD else train(workload, processes, seed)
                 results[workload][processes].append(one)
-            if workload != LM_WORKLOAD:
-                results[workload].setdefault("halves", []).append(train_halves(workload, seed))
+            results[workload].setdefault("halves", []).append(train_halves(workload, seed))
     sb3 = []
     if "CartPole-v1" in args.workloads and not args.no_sb3:
         sb3 = [run("sb3", "CartPole-v1", seed, RAW, extra=["--no-eval"], name="CartPole-v1-sb3")["sps"] for seed in args.seeds]
