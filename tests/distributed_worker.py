@@ -101,8 +101,8 @@ def one_update(case: str, split_over: int, update: bool = True) -> np.ndarray:
     orders = rank_orders(split_over, recurrent)
     local_minibatch = minibatch // split_over
     if not update:
-        pass
-    elif world.distributed:
+        return flat_weights(policy)
+    if world.distributed:
         rows = rank_rows(world.rank, world.size, recurrent)
         samples = {name: array[rows] for name, array in batch.items()}
         trainer.update(samples, config.update_settings(minibatch_size=local_minibatch), lambda epoch: orders[epoch][world.rank])
