@@ -35,11 +35,13 @@ def test_train_then_eval_writes_run_dir(tmp_path, capsys):
         assert rows[-1][column] != "", column
     assert float(rows[0]["time_elapsed"]) < float(rows[-1]["time_elapsed"])
 
+    record = (run / "eval.json").read_text()
     assert main(["eval", str(run), "--episodes", "4", "--deterministic"]) == 0
     assert "mean return" in capsys.readouterr().out
-    result = json.loads((run / "eval.json").read_text())
+    result = json.loads((run / "eval-4-deterministic-seed10004.json").read_text())  # a file of its own, named by its settings
     assert result["episodes"] == 4 and len(result["returns"]) == 4 and result["deterministic"] is True
     assert result["mean_return"] == pytest.approx(sum(result["returns"]) / 4)
+    assert (run / "eval.json").read_text() == record  # the run's record, which the model card quotes, is left as it was
 
 
 def test_config_file_and_precedence(tmp_path):

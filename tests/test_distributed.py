@@ -15,6 +15,7 @@ import pytest
 from distributed_worker import UPDATE_CASES, one_update
 
 from ppokit.checkpoint import list_checkpoints, load_checkpoint
+from ppokit.errors import CheckpointError
 
 WORKER = Path(__file__).parent / "distributed_worker.py"
 WALK = {"n_envs": 4, "n_steps": 16, "minibatch_size": 32, "n_epochs": 2, "normalize_obs": True, "normalize_reward": True, "tensorboard": False,
@@ -131,6 +132,18 @@ def test_sigint_to_the_launcher_leaves_a_checkpoint(tmp_path):
     _, meta, path = load_checkpoint(run)
     assert meta["world_size"] == 2 and 20 <= meta["num_updates"] < 390, output[-2000:]
     assert "--resume" in output
+
+    # a 2-process run loads in one process for inference: evaluation, predict (only continuing it needs 2 processes)
+    from ppokit.gym.agent import PPO
+
+    evaluation = subprocess.run([sys.executable, "-m", "ppokit", "eval", str(run), "--episodes", "2", "--deterministic"], capture_output=True,
+                                text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)), timeout=120)
+    assert evaluation.returncode == 0, evaluation.stderr
+    assert "mean return" in evaluation.stdout and (run / f"eval-2-deterministic-seed{10_000}.json").is_file()
+    agent = PPO.load(run, verbose=False)
+    assert agent.predict(np.zeros(4, dtype=np.float32), deterministic=True) in (0, 1)
+    with pytest.raises(CheckpointError, match=r"written by a run of 2 process\(es\); resume it with the same number .* not 1"):
+        agent.learn()
 
 
 @pytest.mark.learning

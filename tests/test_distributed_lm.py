@@ -115,6 +115,13 @@ def test_ppo_two_ranks_make_the_single_process_updates_and_resume_exactly(ppo_se
     with pytest.raises(CheckpointError, match=r"written by a run of 2 process\(es\); resume it with the same number .* not 1"):
         LMPPOTrainer.resume(checkpoint(run, 1), progress=False, verbose=False)
 
+    # but the 2-process run's policy serves one process: `lm generate` on the policy folder and on the run dir
+    for model in (run / "policy", run):
+        generated = subprocess.run([sys.executable, "-m", "ppokit", "lm", "generate", str(model), "--prompt", "3 1 2 =", "--greedy", "--raw",
+                                    "--max-new-tokens", "7"], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        assert generated.returncode == 0, generated.stderr
+        assert json.loads(generated.stdout.splitlines()[-1])["prompt"] == "3 1 2 ="
+
 
 # ---------------------------------------------------------------- SFT and the reward model
 def _supervised_rows(folder: Path, kind: str) -> dict:

@@ -103,7 +103,7 @@ def test_resume_refuses_another_trainers_checkpoint_and_config_changes(saved_mod
                run_dir=tmp_path, train_rows=rows, eval_rows=rows[:1], progress=False, verbose=False).train()
     with pytest.raises(CheckpointError, match=r"a checkpoint of 'sft', not of 'lm_ppo'"):
         LMPPOTrainer.resume(tmp_path, reward=sort_gold_reward)
-    with pytest.raises(ConfigError, match=r"only \['device'\] may be changed, not \['learning_rate'\]"):
+    with pytest.raises(ConfigError, match=r"only \['device', 'epochs'\] may be changed .*not \['learning_rate'\]"):
         SFTTrainer.resume(tmp_path, overrides={"learning_rate": 1.0}, train_rows=rows)
     with pytest.raises(CheckpointError, match=r"holds no ppokit checkpoint"):
         SFTTrainer.resume(tmp_path / "model", train_rows=rows)

@@ -66,7 +66,8 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-preset", action="store_true", help="start from ppokit's defaults even if ENV_ID has a preset")
     train.add_argument("--config", metavar="FILE", help="YAML file of config keys, applied over the preset")
     train.add_argument("--seed", type=int, help="random seed (overrides the config)")
-    train.add_argument("--total-steps", type=int, metavar="N", help="environment steps to train for (overrides the config)")
+    train.add_argument("--total-steps", type=int, metavar="N",
+                       help="environment steps to train for (overrides the config); with --resume, the run's new total, to train a run further")
     train.add_argument("--run-dir", metavar="DIR", help="where logs and the model go (default: runs/ENV_ID-seedN-TIMESTAMP)")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.add_argument("--quiet", action="store_true", help="no per-update console summary")
@@ -74,7 +75,8 @@ def _build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_train)
 
     evaluate = sub.add_parser("eval", help="evaluate a trained model",
-                              description="Run a saved model for N episodes; prints mean and std and writes eval.json into RUN_DIR.")
+                              description="Run a saved model for N episodes; prints mean and std and writes them to a file of their own in RUN_DIR, "
+                                          "named by the settings (eval-N-deterministic-seedS.json); the run's eval.json from training is left as it is.")
     evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or any folder holding model.safetensors and model.json)")
     evaluate.add_argument("--episodes", type=int, default=20, metavar="N", help="episodes to run (default 20)")
     evaluate.add_argument("--deterministic", action="store_true", help="take the most likely action instead of sampling")
@@ -131,12 +133,21 @@ def _train(args) -> int:
     progress = False if args.no_progress else None
     if args.resume:
         flags = [("ENV_ID", args.env_id), ("--preset", args.preset), ("--no-preset", args.no_preset), ("--config", args.config),
-                 ("--seed", args.seed), ("--total-steps", args.total_steps), ("--run-dir", args.run_dir), ("key=value", args.overrides)]
+                 ("--seed", args.seed), ("--run-dir", args.run_dir), ("key=value", args.overrides)]
         given = [flag for flag, value in flags if value]
         if given:
-            raise _usage_error(f"--resume continues a run with its saved config; do not combine it with {', '.join(given)}")
+            raise _usage_error(f"--resume continues a run with its saved config (only --total-steps, the new total, may be given); "
+                               f"do not combine it with {', '.join(given)}")
         run_dir = Path(args.resume)
         agent = PPO.load(run_dir, run_dir=run_dir, progress_bar=progress, verbose=not args.quiet)
+        if args.total_steps is not None:
+            agent.extend_to(args.total_steps)
+            _record_new_total(run_dir, args.total_steps, world)
+        elif agent.finished:  # a scheduler re-issuing the command after the run ended: leave the run as it is
+            say(f"ppokit: {run_dir} has finished (update {agent.num_updates}, step {agent.global_step:,}); nothing to do. "
+                f"To train further: ppokit train --resume {run_dir} --total-steps N (the new total, more than {agent.global_step:,})")
+            agent.close()
+            return 0
         say(f"ppokit: resuming {run_dir} at update {agent.num_updates} (step {agent.global_step:,}) from {agent.resumed_from}")
     else:
         if not args.env_id:
@@ -174,20 +185,28 @@ def _train(args) -> int:
     return 0
 
 
+def _record_new_total(run_dir: Path, total_steps: int, world) -> None:
+    """The run dir's config.yaml says what the run trains for: a run trained further gets its new total."""
+    path = run_dir / "config.yaml"
+    if world.is_main and path.exists():
+        values = yaml.safe_load(path.read_text()) or {}
+        path.write_text(yaml.safe_dump({**values, "total_steps": total_steps}, sort_keys=False))
+
+
 def _finish_run(agent, run_dir: Path) -> dict:
     """Evaluate, write eval.json and add the result to the model card (learn() wrote the plot and card)."""
     from ppokit.gym.evaluate import evaluate_policy
     from ppokit.model_card import write_model_card
 
     returns = evaluate_policy(agent, episodes=agent.config.eval_episodes, deterministic=True)
-    result = _write_eval(run_dir, returns, deterministic=True)
+    result = _write_eval(run_dir / "eval.json", returns, deterministic=True)
     write_model_card(run_dir)
     return result
 
 
 def _eval(args) -> int:
     from ppokit.gym.agent import PPO
-    from ppokit.gym.evaluate import evaluate_policy
+    from ppokit.gym.evaluate import EVAL_SEED_OFFSET, evaluate_policy
 
     if args.episodes < 1:
         raise _usage_error(f"--episodes must be at least 1, got {args.episodes}")
@@ -195,10 +214,14 @@ def _eval(args) -> int:
     if agent.env_id is None:
         raise _usage_error(f"{args.run_dir} was trained on an env factory, not a registered id; "
                            "evaluate it from Python with ppokit.gym.evaluate.evaluate_policy")
-    returns = evaluate_policy(agent, episodes=args.episodes, deterministic=args.deterministic, seed=args.seed)
-    result = _write_eval(Path(args.run_dir), returns, deterministic=args.deterministic)
+    seed = args.seed if args.seed is not None else agent.config.seed + EVAL_SEED_OFFSET
+    returns = evaluate_policy(agent, episodes=args.episodes, deterministic=args.deterministic, seed=seed)
     mode = "deterministic" if args.deterministic else "stochastic"
-    print(f"{agent.env_id}: mean return {result['mean_return']:.2f} +- {result['std_return']:.2f} over {len(returns)} {mode} episodes")
+    # the run's eval.json is the record the model card quotes: a later evaluation never replaces it
+    path = Path(args.run_dir) / f"eval-{args.episodes}-{mode}-seed{seed}.json"
+    result = _write_eval(path, returns, deterministic=args.deterministic)
+    print(f"{agent.env_id}: mean return {result['mean_return']:.2f} +- {result['std_return']:.2f} over {len(returns)} {mode} episodes (seed {seed}); "
+          f"written to {path}")
     if args.video:
         from ppokit.gym.video import record_episode
 
@@ -216,7 +239,7 @@ def _plot(args) -> int:
     return 0
 
 
-def _write_eval(run_dir: Path, returns: list[float], deterministic: bool) -> dict:
+def _write_eval(path: Path, returns: list[float], deterministic: bool) -> dict:
     result = {
         "episodes": len(returns),
         "deterministic": deterministic,
@@ -224,7 +247,7 @@ def _write_eval(run_dir: Path, returns: list[float], deterministic: bool) -> dic
         "std_return": statistics.pstdev(returns) if len(returns) > 1 else 0.0,
         "returns": returns,
     }
-    (run_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    path.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 

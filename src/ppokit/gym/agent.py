@@ -118,6 +118,7 @@ class PPO:
         self.best_eval_return: float | None = None
         self.recent_returns: list[float] = []
         self.resumed_from: Path | None = None
+        self.checkpoint_world_size = self.world.size  # of the checkpoint this agent was loaded from
         self.pending_env_state: dict | None = None
         self.interrupted: str | None = None
         self.envs = None
@@ -149,7 +150,13 @@ class PPO:
         config = self.config
         if self.env_source is None:
             raise ConfigError("this model has no environment to learn from: pass env= to PPO.load()")
+        self._check_resumable()
         plan_end = self.plan["start_update"] + self.plan["updates"]
+        if total_steps is None and self.finished:
+            if self.verbose and self.world.is_main:
+                print(f"ppokit: this run finished its plan at update {self.num_updates} (step {self.global_step:,}); nothing to train. "
+                      "Pass total_steps to train further.")
+            return self
         if not (total_steps is None and self.resumed_from is not None and self.num_updates < plan_end):
             total_steps = config.total_steps if total_steps is None else int(total_steps)
             if total_steps < config.rollout_size:
@@ -190,6 +197,33 @@ class PPO:
         if self.run_dir is not None and not self.interrupted and self.world.is_main:
             self._write_run_summary()
         return self
+
+    @property
+    def finished(self) -> bool:
+        """Whether this agent was loaded from a checkpoint taken at the end of its run's plan (nothing is left to train)."""
+        return self.resumed_from is not None and self.plan["updates"] > 0 and self.num_updates >= self.plan["start_update"] + self.plan["updates"]
+
+    def extend_to(self, total_steps: int) -> None:
+        """Make the loaded run's plan end at ``total_steps`` env steps in all, so that learn() trains the steps beyond.
+
+        The schedules are stretched over the longer plan: each update takes the learning rate and clip range it
+        has in a run planned for ``total_steps`` from the plan's start (the same values under constant schedules)."""
+        if total_steps <= self.global_step:
+            raise ConfigError(f"total_steps={total_steps:,} is not beyond the {self.global_step:,} steps this run has trained; "
+                              "give the new total, larger than that")
+        more_updates = (total_steps - self.global_step) // self.config.rollout_size
+        if more_updates < 1:
+            raise ConfigError(f"total_steps={total_steps:,} adds less than one rollout (n_envs * n_steps = {self.config.rollout_size}) "
+                              f"to the {self.global_step:,} steps trained")
+        self.plan = {"start_update": self.plan["start_update"], "updates": self.num_updates - self.plan["start_update"] + more_updates}
+        self.config.total_steps = total_steps
+
+    def _check_resumable(self) -> None:
+        """Continuing a checkpoint needs the world size that wrote it (each rank's envs and random streams depend on it);
+        loading it to predict or evaluate does not."""
+        if self.resumed_from is not None and self.checkpoint_world_size != self.world.size:
+            raise CheckpointError(f"checkpoint {str(self.resumed_from)!r} was written by a run of {self.checkpoint_world_size} process(es); "
+                                  f"resume it with the same number (torchrun --nproc_per_node, x --nnodes), not {self.world.size}")
 
     def _agree_on_stopping(self, keep_going: bool, signal_name: str | None) -> tuple[bool, str | None]:
         """Data parallel, the ranks stop together: after the update where a callback or a signal stopped any of them."""
@@ -320,10 +354,8 @@ class PPO:
         self.policy.load_state_dict(state["model"])
         self.engine.load_state_dict(state["optimizer"])
         training = state["training"]
-        written_by = int(training.get("world_size", 1))
-        if written_by != self.world.size:
-            raise CheckpointError(f"{source} was written by a run of {written_by} process(es); resume it with the same number "
-                                  f"(torchrun --nproc_per_node, x --nnodes), not {self.world.size}")
+        # another world size may load it to predict; learn() refuses to continue it (_check_resumable)
+        self.checkpoint_world_size = int(training.get("world_size", 1))
         try:
             self.global_step = int(training["global_step"])
             self.num_updates = int(training["num_updates"])
@@ -332,7 +364,8 @@ class PPO:
             best = training.get("best_eval_return")
             self.best_eval_return = None if best is None else float(best)
             self.recent_returns = [float(r) for r in training.get("recent_returns", [])]
-            rng = training["ranks"][self.world.rank]["rng"] if self.world.distributed else training["rng"]
+            same_world = self.checkpoint_world_size == self.world.size
+            rng = training["ranks"][self.world.rank]["rng"] if self.world.distributed and same_world else training["rng"]
             self.rng.bit_generator.state = rng["actions"]
             self.shuffle_rng.bit_generator.state = rng["minibatch_order"]
             self.predict_rng.bit_generator.state = rng["predict"]

@@ -9,6 +9,9 @@ from ppokit.gym.atari import finished_games, is_atari_id
 from ppokit.gym.envs import EnvSource, describe, make_vector_env
 from ppokit.threads import blas_thread_limit
 
+# evaluation envs are seeded apart from the training envs: config.seed + this, unless a seed is given
+EVAL_SEED_OFFSET = 10_000
+
 
 class PolicyDriver:
     """Picks a trained agent's actions in an env (a vector env, or one env with ``vectorized=False``):
@@ -55,7 +58,7 @@ def evaluate_policy(agent, env: EnvSource | None = None, episodes: int = 20, det
     with blas_thread_limit(agent.config.blas_threads):
         envs = make_vector_env(source, n_envs, "sync", agent.config.env_kwargs)
         try:
-            obs, infos = envs.reset(seed=agent.config.seed + 10_000 if seed is None else seed)
+            obs, infos = envs.reset(seed=agent.config.seed + EVAL_SEED_OFFSET if seed is None else seed)
             driver = PolicyDriver(agent, envs, infos, deterministic)
             while (counts < targets).any():
                 obs, rewards, terminated, truncated, infos = envs.step(driver.act(obs, infos))

@@ -132,12 +132,20 @@ def rank_array(arrays: dict[str, torch.Tensor], name: str, world: World) -> torc
 RESUME_OVERRIDABLE = ("device",)
 
 
-def resume_overrides(overrides: dict | None) -> dict:
-    """Keys a resumed run may change: where it runs, nothing that changes what it computes."""
+def resume_overrides(overrides: dict | None, saved: dict, length_key: str) -> dict:
+    """Keys a resumed run may change: where it runs (``device``), and its length (``length_key``: the new total, larger
+    than the saved one, to train a finished run further); nothing else that changes what it computes."""
     overrides = dict(overrides or {})
-    refused = sorted(set(overrides) - set(RESUME_OVERRIDABLE))
+    allowed = (*RESUME_OVERRIDABLE, length_key)
+    refused = sorted(set(overrides) - set(allowed))
     if refused:
-        raise ConfigError(f"a resumed run keeps its saved config; only {list(RESUME_OVERRIDABLE)} may be changed, not {refused}")
+        raise ConfigError(f"a resumed run keeps its saved config; only {list(allowed)} may be changed ({length_key}: the new total, "
+                          f"to train further), not {refused}")
+    if length_key in overrides:
+        value, before = overrides[length_key], saved.get(length_key)
+        if not isinstance(value, int) or isinstance(value, bool) or (isinstance(before, int) and value <= before):
+            raise ConfigError(f"{length_key}={value!r}: to train a resumed run further, give the new total, an integer larger than the "
+                              f"run's {length_key}={before}")
     return overrides
 
 

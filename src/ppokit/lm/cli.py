@@ -28,8 +28,10 @@ def add_lm_parser(sub) -> None:
     for name in ("sft", "rm", "ppo"):
         command = commands.add_parser(name, help=helps[name], description=f"{helps[name]}. Config precedence: defaults < --config FILE < key=value.",
                                       epilog=f"example: {examples[name]}")
+        length = "total_episodes" if name == "ppo" else "epochs"
         command.add_argument("--resume", metavar="RUN_DIR",
-                             help="continue the run in RUN_DIR from its newest checkpoint (its config; only device=... may change)")
+                             help=f"continue the run in RUN_DIR from its newest checkpoint (its config; only device=... may change, and "
+                                  f"{length}=N, the new total, trains a finished run further); a finished run is left as it is")
         command.add_argument("--config", metavar="FILE", help="YAML file of config keys")
         command.add_argument("--seed", type=int, help="random seed (overrides the config)")
         command.add_argument("--run-dir", metavar="DIR", help=f"where logs, checkpoints and the model go (default: runs/lm-{name}-seedN-TIMESTAMP)")
@@ -39,8 +41,10 @@ def add_lm_parser(sub) -> None:
         command.set_defaults(handler=_run_trainer, trainer=name)
 
     gen = commands.add_parser("generate", help="sample responses from a causal LM", description="Print the responses of MODEL to prompts.")
-    gen.add_argument("model", metavar="MODEL", help="a model folder (e.g. RUN_DIR/policy) or hub id")
-    gen.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+    gen.add_argument("model", metavar="MODEL", help="a model folder, a run dir (its policy/ or model/) or a hub id")
+    gen.add_argument("--prompt", action="append", default=[],
+                     help="a prompt (repeatable); with a chat model, sent as a user turn through its chat template")
+    gen.add_argument("--raw", action="store_true", help="send --prompt text as it is, without the chat template")
     gen.add_argument("--prompts", metavar="FILE", help="JSONL file of {\"prompt\"} rows")
     gen.add_argument("--max-new-tokens", type=int, default=32)
     gen.add_argument("--temperature", type=float, default=1.0)
@@ -101,8 +105,14 @@ def _run_trainer(args) -> int:
         run_dir = Path(args.resume)
         trainer = trainer_class.resume(run_dir, overrides=parse_overrides(args.overrides), progress=progress, verbose=not args.quiet)
         say = print if trainer.world.is_main else _quiet
+        unit = "update" if args.trainer == "ppo" else "step"
         done = trainer.num_updates if args.trainer == "ppo" else trainer.step
-        say(f"ppokit: resuming lm {args.trainer} in {run_dir} at {'update' if args.trainer == 'ppo' else 'step'} {done} from {trainer.resumed_from}")
+        if trainer.finished:  # a scheduler re-issuing the command after the run ended: leave the run as it is
+            length = "total_episodes" if args.trainer == "ppo" else "epochs"
+            say(f"ppokit: {run_dir} has finished ({unit} {done}); nothing to do. To train further: "
+                f"ppokit lm {args.trainer} --resume {run_dir} {length}=N (the new total, more than {getattr(trainer.config, length)})")
+            return 0
+        say(f"ppokit: resuming lm {args.trainer} in {run_dir} at {unit} {done} from {trainer.resumed_from}")
     else:
         config_class, required = {"sft": (SFTConfig, ["model", "data"]), "rm": (RewardModelConfig, ["model", "data"]),
                                   "ppo": (LMPPOConfig, ["policy", "prompts"])}[args.trainer]
@@ -154,18 +164,26 @@ def _generate(args) -> int:
     from ppokit.lm.models import load_causal_lm, load_tokenizer
     from ppokit.lm.precision import Precision
 
-    prompts = list(args.prompt) + ([prompt_of(row) for row in load_rows(args.prompts, "prompt")] if args.prompts else [])
-    if not prompts:
+    if not args.prompt and not args.prompts:
         raise ConfigError("ppokit lm generate needs --prompt TEXT or --prompts FILE")
     device = resolve_device(args.device)
     precision = Precision.resolve(args.precision, device)
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(args.model)
+    # a chat model answers in its format only when its template frames the text as a user turn
+    as_chat = bool(args.prompt) and not args.raw and bool(getattr(tokenizer, "chat_template", None))
+    if args.prompt:
+        how = "as a user turn through the model's chat template (--raw sends it as it is)" if as_chat else \
+            ("as it is (--raw)" if args.raw else "as it is (the tokenizer has no chat template)")
+        print(f"ppokit: --prompt text sent {how}", file=sys.stderr)
+    given = [[{"role": "user", "content": text}] if as_chat else text for text in args.prompt]
+    prompts = given + ([prompt_of(row) for row in load_rows(args.prompts, "prompt")] if args.prompts else [])
     model = load_causal_lm(args.model, tokenizer, precision.weights_dtype).to(device)
     settings = GenerationSettings(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.greedy)
     with precision.autocast():
         responses = generate(model, tokenizer, prompts, settings)
-    for prompt, response in zip(prompts, responses):
+    shown = list(args.prompt) + prompts[len(given):]
+    for prompt, response in zip(shown, responses):
         print(json.dumps({"prompt": prompt, "response": response}))
     return 0
 

@@ -8,6 +8,7 @@ the same functions a user's model takes.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -23,15 +24,50 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+# the folders where ppokit's trainers save their model inside a run dir: PPO's policy, SFT's and the reward model's model
+RUN_DIR_MODELS = ("policy", "model")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)?$")
+
+
+def model_source(name_or_path: str | Path) -> str:
+    """Where a model is loaded from: a model folder as it is; a ppokit run dir's saved model (``policy/`` or ``model/``);
+    a hub id as it is. A path that is neither is a ConfigError saying which folder does not exist."""
+    source = str(name_or_path)
+    path = Path(source)
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return source
+        for name in RUN_DIR_MODELS:
+            if (path / name / "config.json").is_file():
+                return str(path / name)
+        raise ConfigError(f"{source!r} holds no model (no config.json); expected a model folder, or a ppokit run dir "
+                          f"with its model in {' or '.join(f'{name}/' for name in RUN_DIR_MODELS)}")
+    if path.exists():
+        raise ConfigError(f"{source!r} is a file; expected a model folder or a hub model id")
+    if not _HUB_ID.match(source) or source.count("/") > 1:
+        raise ConfigError(f"the folder {source!r} does not exist (and it is not a hub model id of the form 'name' or 'org/name')")
+    return source
+
+
+def _load_failure(what: str, source: str, exc: Exception) -> ConfigError:
+    """A load that failed: for a name that is not a local folder, say it was taken for a hub id that could not be fetched."""
+    if Path(source).exists():
+        return ConfigError(f"cannot load {what} from {source!r}: {exc}")
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ConfigError(f"{source!r} is not a folder here, so it was taken for a hub model id, and {what} could not be fetched from the hub "
+                       f"(no network, or no such model): {first_line}")
+
+
 def load_tokenizer(name_or_path: str | Path):
     """The tokenizer of a model, with a pad token that is not EOS (added if missing, see ensure_pad_token)."""
     from transformers import AutoTokenizer
 
     quiet_transformers()
+    source = model_source(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load a tokenizer from {str(name_or_path)!r}: {exc}") from None
+        raise _load_failure("a tokenizer", source, exc) from None
     ensure_pad_token(tokenizer)
     return tokenizer
 
@@ -90,7 +126,7 @@ def load_scalar_model(name_or_path: str | Path, tokenizer=None, dtype: torch.dty
 
 
 def _from_pretrained(auto_class, name_or_path, **kwargs):
-    source = str(name_or_path)
+    source = model_source(name_or_path)
     path = Path(source)
     if path.exists() and path.is_dir() and not any(path.glob("*.safetensors")):
         found = sorted(p.name for p in path.iterdir())
@@ -98,7 +134,7 @@ def _from_pretrained(auto_class, name_or_path, **kwargs):
     try:
         return auto_class.from_pretrained(source, use_safetensors=True, trust_remote_code=False, **kwargs)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load {auto_class.__name__} from {source!r}: {exc}") from None
+        raise _load_failure(f"an {auto_class.__name__}", source, exc) from None
 
 
 def save_pretrained(model, tokenizer, directory: str | Path, state_dict: dict | None = None) -> Path:

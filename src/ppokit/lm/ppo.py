@@ -423,6 +423,12 @@ class LMPPOTrainer:
         config = self.config
         main = self.world.is_main  # data parallel: the other ranks write and show nothing
         total_updates = config.total_episodes // config.batch_size
+        if self.finished:  # resumed from the checkpoint at its end: the run's outputs stay as they are
+            if main and self.verbose:
+                print(f"ppokit: this run has finished ({self.num_updates} updates, {self.episodes} episodes); nothing to train. "
+                      "To train further, resume with total_episodes=N (the new total)")
+            return {"updates": self.num_updates, "episodes": self.episodes, "seconds": 0.0, "interrupted": None, "finished": True,
+                    "final_score": float("nan")}
         if self.run_dir is not None and main:
             write_run_info(self.run_dir, "lm_ppo", self.device, self.precision.name)
         logger = MetricsLogger(self.run_dir if main else None, COLUMNS, total=total_updates * config.batch_size, unit="episode",
@@ -459,6 +465,11 @@ class LMPPOTrainer:
             self.save(self.run_dir / "policy")
         return {"updates": self.num_updates, "episodes": self.episodes, "seconds": elapsed(), "interrupted": self.interrupted,
                 "final_score": self.history[-1]["env/score"] if self.history else float("nan")}
+
+    @property
+    def finished(self) -> bool:
+        """Whether a resumed run has already made every update of total_episodes."""
+        return self.resumed_from is not None and self.num_updates >= self.config.total_episodes // self.config.batch_size
 
     def _next_prompts(self) -> list[int]:
         """The next batch of prompt indices: shuffled passes over the prompts, one after another."""
@@ -553,7 +564,8 @@ class LMPPOTrainer:
         and prompts given in Python to the first run must be given again through ``kwargs``.
         """
         arrays, meta, checkpoint_dir = load_training_state(run_dir, "lm_ppo")
-        config = LMPPOConfig.from_dict({**meta["config"], **resume_overrides(overrides)}, source=f"checkpoint {checkpoint_dir} config")
+        config = LMPPOConfig.from_dict({**meta["config"], **resume_overrides(overrides, meta["config"], "total_episodes")},
+                                       source=f"checkpoint {checkpoint_dir} config")
         trainer = cls(config, run_dir=checkpoint_dir.parent.parent, **kwargs)
         source = f"checkpoint {str(checkpoint_dir)!r}"
         restore_training_state(arrays, meta, source, {"policy": trainer.policy, "value": trainer.value_model}, trainer.optimizer,

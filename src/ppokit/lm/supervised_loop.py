@@ -127,6 +127,8 @@ class SupervisedTrainer:
         After SIGINT/SIGTERM the run stops at the next step with a checkpoint, ``interrupted`` names
         the signal, and the result holds the step reached.
         """
+        if self.finished:  # resumed from the checkpoint at its end: the run's outputs stay as they are
+            return self._finished_result()
         if self.initial_eval is None:
             self.initial_eval = self._held_out()
         if self.run_dir is not None and self.world.is_main:
@@ -141,6 +143,18 @@ class SupervisedTrainer:
                 (self.run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
         return result
 
+    @property
+    def finished(self) -> bool:
+        """Whether every step of the planned epochs has been taken (a run resumed from its final checkpoint)."""
+        return self.step >= self.total_steps
+
+    def _finished_result(self) -> dict:
+        if self.world.is_main and self.verbose:
+            print(f"ppokit: this run has finished ({self.step} steps, {self.config.epochs} epochs); nothing to train. "
+                  f"To train further, resume with epochs=N (the new total)")
+        saved = self.run_dir / "results.json" if self.run_dir is not None else None
+        return {**(json.loads(saved.read_text()) if saved is not None and saved.is_file() else {}), "steps": self.step, "finished": True}
+
     def _train_epochs(self) -> None:
         config = self.config
         columns = ["step", "epoch", *self.columns, "train/learning_rate", "train/grad_norm"]
@@ -150,6 +164,7 @@ class SupervisedTrainer:
                                resume_after_step=self.step if self.resumed_from is not None else None, initial=self.step)
         started = time.perf_counter()
         parameters = list(trainable_parameters(self.model).values())
+        due = False
         try:
             with StopRequest() as stop, self.world.failing():
                 while self.step < self.total_steps:
@@ -178,6 +193,8 @@ class SupervisedTrainer:
                         self.interrupted = signal_name
                         logger.message(f"{signal_name} received: stopped after step {self.step}" + self._checkpoint_note())
                         break
+                if self.run_dir is not None and not self.interrupted and not due:  # the end is checkpointed: a resume knows the run finished
+                    self.save_checkpoint(self.elapsed_before + time.perf_counter() - started)
         finally:
             logger.close()
             self.model.eval()
@@ -250,7 +267,8 @@ class SupervisedTrainer:
         given in Python to the first run must be given again through ``kwargs``.
         """
         arrays, meta, checkpoint_dir = load_training_state(run_dir, cls.trainer_name)
-        config = cls.config_class.from_dict({**meta["config"], **resume_overrides(overrides)}, source=f"checkpoint {checkpoint_dir} config")
+        config = cls.config_class.from_dict({**meta["config"], **resume_overrides(overrides, meta["config"], "epochs")},
+                                             source=f"checkpoint {checkpoint_dir} config")
         trainer = cls(config, run_dir=checkpoint_dir.parent.parent, **kwargs)
         source = f"checkpoint {str(checkpoint_dir)!r}"
         restore_training_state(arrays, meta, source, {cls.trainer_name: trainer.model}, trainer.optimizer, trainer.device, trainer.grad_scaler,
