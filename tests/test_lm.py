@@ -8,14 +8,17 @@ import pytest
 import torch
 
 from ppokit.core import gae_reference, kl_k1, kl_k3, masked_mean, masked_whiten
+from ppokit.core.estimators import AdvantageInputs, estimate_advantages
 from ppokit.errors import ConfigError, RewardError
 from ppokit.lm.config import LMPPOConfig
 from ppokit.lm.data import load_rows
 from ppokit.lm.generation import GenerationSettings, generate, sample_responses
 from ppokit.lm.models import ensure_pad_token, load_causal_lm, load_scalar_model, load_tokenizer
-from ppokit.lm.ppo import LMPPOTrainer, per_token_rewards, token_advantages
+from ppokit.lm.ppo import LMPPOTrainer, per_token_rewards
 from ppokit.lm.reward_model import sequence_scores
 from ppokit.lm.rewards import FunctionReward, ResponseBatch
+from ppokit.lm.rollout import Responses, pad_responses
+from ppokit.lm.scoring import response_logits
 from ppokit.lm.sequences import causal_inputs, last_token_index, pad_sequences, truncate_at_eos
 from ppokit.lm.tasks import get_task, sort_gold_reward
 
@@ -106,9 +109,9 @@ def test_truncate_at_eos_masks_everything_after_the_first_eos():
 def test_missing_eos_penalty_applies_only_to_unfinished_responses(saved_model):
     trainer = _trainer(saved_model, reward=lambda prompt, response: 0.0, missing_eos_penalty=1.5, max_new_tokens=2)
     batch = trainer.rollout(list(range(8)))
-    has_eos = batch["has_eos"]
+    has_eos = batch.has_eos
     assert (~has_eos).any(), "an untrained model stops within 2 tokens on every prompt; the test needs unfinished ones"
-    torch.testing.assert_close(batch["scores"], torch.where(has_eos, 0.0, -1.5))
+    torch.testing.assert_close(batch.scores, torch.where(has_eos, 0.0, -1.5))
 
 
 # ---------------------------------------------------------------- one core: GAE and the update
@@ -117,7 +120,8 @@ def test_token_advantages_equal_core_gae_with_gamma_one():
     rewards, values = torch.randn(4, 6, generator=generator), torch.randn(4, 6, generator=generator)
     lengths = [6, 3, 1, 4]
     mask = torch.tensor([[1.0] * n + [0.0] * (6 - n) for n in lengths])
-    advantages, returns = token_advantages(rewards, values, mask, gamma=1.0, gae_lambda=0.95)
+    inputs = AdvantageInputs(rewards, torch.zeros(4), mask, values=values, gamma=1.0, gae_lambda=0.95)
+    advantages, returns = estimate_advantages("gae", inputs)
     for row, n in enumerate(lengths):
         # each response alone, as one episode ending (terminated) at its last token
         done = torch.zeros(n, 1, dtype=torch.bool)
@@ -130,10 +134,11 @@ def test_token_advantages_equal_core_gae_with_gamma_one():
 
 
 def test_ppo_update_runs_through_core_gae_and_ppo_update(saved_model, monkeypatch):
+    import ppokit.core.estimators as estimators
     import ppokit.lm.ppo as lm_ppo
 
     calls = {"gae": 0, "ppo_update": 0}
-    real_gae, real_update = lm_ppo.gae, lm_ppo.ppo_update
+    real_gae, real_update = estimators.gae, lm_ppo.ppo_update
 
     def spy_gae(*args, **kwargs):
         calls["gae"] += 1
@@ -143,7 +148,7 @@ def test_ppo_update_runs_through_core_gae_and_ppo_update(saved_model, monkeypatc
         calls["ppo_update"] += 1
         return real_update(*args, **kwargs)
 
-    monkeypatch.setattr(lm_ppo, "gae", spy_gae)
+    monkeypatch.setattr(estimators, "gae", spy_gae)
     monkeypatch.setattr(lm_ppo, "ppo_update", spy_update)
     trainer = _trainer(saved_model, reward=sort_gold_reward)
     before = [p.detach().clone() for p in trainer.policy.parameters()]
@@ -186,9 +191,11 @@ def test_lora_reference_is_the_base_with_adapter_off(saved_model):
     ids, mask = pad_sequences([trainer.prompt_ids[0] + [3, 4, 5]], trainer.tokenizer.pad_token_id, side="left")
     responses = ids[:, -3:]
     with torch.no_grad():
-        reference = trainer._reference_logprobs({"sequence_ids": ids, "sequence_mask": mask, "response_ids": responses, "prompt_width": ids.shape[1] - 3})
-        expected = trainer._forward(base, ids, mask, ids.shape[1] - 3).log_softmax(-1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
-        trained = trainer._forward(trainer.policy, ids, mask, ids.shape[1] - 3).log_softmax(-1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
+        rows = Responses([0], [trainer.prompts[0]], [trainer.prompt_ids[0]], [[3, 4, 5]], ["x"], torch.tensor([False]))
+        reference = trainer.reference_logprobs(pad_responses(rows, torch.zeros(1), trainer.tokenizer.pad_token_id, trainer.device))
+        expected = response_logits(base, ids, mask, ids.shape[1] - 3, trainer.precision).log_softmax(-1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
+        trained = response_logits(trainer.policy, ids, mask, ids.shape[1] - 3, trainer.precision).log_softmax(-1)
+        trained = trained.gather(-1, responses.unsqueeze(-1)).squeeze(-1)
     torch.testing.assert_close(reference, expected)
     assert not torch.allclose(trained, expected)  # the adapter did learn something
     assert all(torch.equal(frozen[k], v) for k, v in trainer.trained_policy().state_dict().items() if "c_attn" not in k and k in frozen)

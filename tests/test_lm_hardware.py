@@ -17,6 +17,7 @@ from ppokit.lm.device import placed, resolve_device
 from ppokit.lm.models import load_causal_lm, load_scalar_model, load_tokenizer, save_pretrained
 from ppokit.lm.ppo import LMPPOTrainer
 from ppokit.lm.precision import Precision
+from ppokit.lm.scoring import response_logits
 from ppokit.lm.tasks import get_task, sort_gold_reward
 
 SORT = get_task("sort")
@@ -71,7 +72,7 @@ def test_rollout_and_update_stay_on_the_device_without_numpy(saved_model, monkey
     monkeypatch.setattr(torch.Tensor, "__array__", refuse)
     batch = trainer.rollout(list(range(8)))
     trainer.update(batch)
-    tensors = [batch["scores"], batch["rewards"], batch["kl_sum"], *batch["samples"].values(), trainer.score_moments.mean]
+    tensors = [batch.scores, batch.token_rewards, batch.kl, *batch.samples().values(), trainer.score_moments.mean]
     assert all(t.device.type == trainer.device.type for t in tensors)
     assert float(trainer.score_moments.count) == pytest.approx(8, abs=1e-3)
 
@@ -85,12 +86,11 @@ def test_first_ratio_is_exactly_one_under_every_precision(saved_model, precision
         batch = trainer.rollout(list(range(8)))
         stats = trainer.update(batch)
         assert stats["first_ratio_deviation"] == 0.0
-        assert batch["samples"]["logprobs"].dtype == torch.float32 and batch["samples"]["values"].dtype == torch.float32
+        assert batch.logprobs.dtype == torch.float32 and batch.values.dtype == torch.float32
     assert {p.dtype for p in trainer.parameters} == {weights}
     assert {state["exp_avg"].dtype for state in trainer.optimizer.state.values()} == {weights}  # master weights and moments
     with torch.no_grad():
-        ids = batch["samples"]["sequence_ids"][:2]
-        logits = trainer._forward(trainer.policy, ids, batch["samples"]["sequence_mask"][:2], batch["prompt_width"])
+        logits = response_logits(trainer.policy, batch.sequence_ids[:2], batch.sequence_mask[:2], batch.prompt_width, trainer.precision)
     assert logits.dtype == (torch.float32 if precision == "fp32" else torch.bfloat16)  # mixed: the forward pass runs in bfloat16
 
 
@@ -104,7 +104,7 @@ def test_fp16_loss_scaling_path_runs_and_its_scale_is_checkpointed(saved_model, 
     trainer = _trainer(saved_model, run_dir=tmp_path / "ppo", total_episodes=16, checkpoint_interval=1)
     batch = trainer.rollout(list(range(8)))
     with torch.no_grad():
-        logits = trainer._forward(trainer.policy, batch["samples"]["sequence_ids"][:2], batch["samples"]["sequence_mask"][:2], batch["prompt_width"])
+        logits = response_logits(trainer.policy, batch.sequence_ids[:2], batch.sequence_mask[:2], batch.prompt_width, trainer.precision)
     assert logits.dtype == torch.float16
     stats = trainer.update(batch)
     assert stats["first_ratio_deviation"] == 0.0 and stats["skipped_steps"] == 0
@@ -168,12 +168,11 @@ def test_batch_sizes_bound_every_forward_pass(saved_model):
 
     # chunking changes the memory, not the result (both trainers fresh, same weights)
     trainer, whole = _trainer(saved_model, generation_batch_size=2, forward_batch_size=3), _trainer(saved_model)
-    settings = whole.generation.__class__(7, greedy=True)
-    sampled = whole._sample(whole.prompts[:8], whole.prompt_ids[:8], settings)
-    chunked = trainer._sample(trainer.prompts[:8], trainer.prompt_ids[:8], settings)
-    assert torch.equal(sampled["response_ids"], chunked["response_ids"])
+    whole.generation = trainer.generation = whole.generation.__class__(7, greedy=True)
+    sampled, chunked = whole.collect(list(range(8))), trainer.collect(list(range(8)))
+    assert torch.equal(sampled.response_ids, chunked.response_ids)
     with torch.no_grad():
-        torch.testing.assert_close(whole._reference_logprobs(sampled), trainer._reference_logprobs(sampled), rtol=0, atol=1e-6)
+        torch.testing.assert_close(whole.reference_logprobs(sampled), trainer.reference_logprobs(sampled), rtol=0, atol=1e-6)
 
 
 def test_offloaded_reference_lives_on_the_cpu_between_uses(saved_model, monkeypatch):
@@ -195,7 +194,7 @@ def test_offloaded_reference_lives_on_the_cpu_between_uses(saved_model, monkeypa
     for offload in (False, True):
         trainer = _trainer(saved_model, offload_reference=offload, seed=5)
         batch = trainer.rollout(list(range(8)))
-        results.append(batch["kl_sum"])
+        results.append(batch.kl)
         assert next(trainer.reference.parameters()).device.type == ("cpu" if offload else trainer.device.type)
     torch.testing.assert_close(results[0], results[1])
 

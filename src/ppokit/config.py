@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -93,7 +94,7 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
     """Convert a YAML value to the field's type, or raise a ConfigError naming key and expected type."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:  # Optional[X] and X | None
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
@@ -125,7 +126,7 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
         return list(value)
     if hint is dict or origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
+            raise ConfigError(f"{source}: {key} must be a mapping (e.g. {key}={{a: 1, b: 2}} on the command line), got {value!r}")
         return dict(value)
     if hint is str:
         if not isinstance(value, str):

@@ -169,6 +169,18 @@ class ScalarWriter:
         summary = self._summary(value=[self._summary.Value(tag=tag, simple_value=float(value))])
         self._writer.add_event(self._event(wall_time=time.time(), step=int(step), summary=summary))
 
+    def add_text(self, tag: str, text: str, step: int) -> None:
+        """A markdown text, shown in TensorBoard's text tab (the text plugin reads a string tensor marked as its own)."""
+        from tensorboard.compat.proto.summary_pb2 import SummaryMetadata
+        from tensorboard.compat.proto.tensor_pb2 import TensorProto
+        from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+        from tensorboard.compat.proto.types_pb2 import DT_STRING
+
+        metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="text"))
+        tensor = TensorProto(dtype=DT_STRING, string_val=[text.encode()], tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
+        summary = self._summary(value=[self._summary.Value(tag=tag, metadata=metadata, tensor=tensor)])
+        self._writer.add_event(self._event(wall_time=time.time(), step=int(step), summary=summary))
+
     def purge_after(self, step: int) -> None:
         """A session-start marker: TensorBoard drops earlier-written events whose step is above ``step``."""
         from tensorboard.compat.proto.event_pb2 import SessionLog
@@ -263,6 +275,11 @@ class MetricsLogger:
     def message(self, text: str) -> None:
         if self.console or text.startswith("warning"):
             self._bar.write(text, file=sys.stderr if text.startswith("warning") else sys.stdout)
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        """A text for TensorBoard's text tab (nothing without TensorBoard)."""
+        if self._tb is not None:
+            self._tb.add_text(tag, text, step)
 
     def close(self) -> None:
         _close_outputs(self._bar, self._csv_file, self._tb)

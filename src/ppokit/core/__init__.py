@@ -1,4 +1,4 @@
-"""The PPO core: advantages, losses, the minibatch update and schedules.
+"""The PPO core: advantages (GAE and a registry of estimators for sequences), losses, the minibatch update and schedules.
 
 Works on time-major [T, B] tensors plus a mask and depends on torch only, so the Gymnasium and the
 language-model front ends share one implementation. Names are imported on first use: GAE, the
@@ -12,6 +12,13 @@ _EXPORTS = {
     "gae": "advantages",
     "gae_reference": "advantages",
     "next_values_from": "advantages",
+    "ADVANTAGE_ESTIMATORS": "estimators",
+    "AdvantageInputs": "estimators",
+    "estimate_advantages": "estimators",
+    "register_estimator": "estimators",
+    "LOSS_AGGREGATIONS": "losses",
+    "loss_aggregation": "losses",
+    "reference_kl_penalty": "losses",
     "RolloutBatch": "batch",
     "minibatch_indices": "batch",
     "clipped_surrogate": "losses",

@@ -61,3 +61,11 @@ class UpdateFields:
 class UpdateSettings(UpdateFields):
     grad_accum_steps: int = 1
     """Split each minibatch into this many micro-batches (torch steps only)."""
+    clip_range_high: float | None = None
+    """Upper ratio clip, 1 + clip_range_high; None: clip_range (symmetric). clip_range is the lower one (torch steps only)."""
+    loss_aggregation: str = "token-mean"
+    """How per-token losses of sequences become one loss (``ppokit.core.losses.loss_aggregation``; torch steps only)."""
+    aggregation_horizon: int | None = None
+    """The longest sequence allowed, which seq-mean-token-sum-norm divides each sequence's token sum by."""
+    kl_loss_coef: float = 0.0
+    """Weight of the k3 KL to a reference policy as a term of the loss; the samples then carry ``ref_logprobs``."""

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ppokit.core.batch import micro_batch_slices
-from ppokit.core.losses import clipped_surrogate, entropy_bonus, masked_whiten, value_loss
+from ppokit.core.losses import clipped_surrogate, entropy_bonus, loss_aggregation, masked_whiten, reference_kl_penalty, value_loss
 from ppokit.core.settings import UpdateSettings
 from ppokit.core.update_loop import minibatch_moments, run_update, whitening
 
@@ -34,7 +34,11 @@ def ppo_update(
 
     ``samples`` holds tensors whose first axis is the sample axis (flattened steps for Gymnasium,
     sequences for language models): ``logprobs``, ``values``, ``advantages``, ``returns``, anything
-    ``evaluate`` needs, and optionally ``mask``. A minibatch whose loss or gradient norm is not
+    ``evaluate`` needs, and optionally ``mask``. Without a value model ``evaluate`` returns None for the
+    values, and ``values`` and ``returns`` may be absent (no value loss). Without ``logprobs`` (one epoch,
+    nothing scored at rollout time) the old log-probs are the minibatch's own, detached: the ratio is exactly 1
+    and the gradient is the policy gradient. With ``settings.kl_loss_coef`` the samples carry ``ref_logprobs``
+    and the k3 KL to them is a term of the loss. A minibatch whose loss or gradient norm is not
     finite is skipped (no optimizer step) and counted in ``skipped_steps``;
     ``trailing_skipped_steps`` counts the skipped ones in a row at the end. ``order(epoch)``, if given, is the permutation of
     the samples for that epoch (a caller that scored the samples in the first epoch's minibatch
@@ -64,8 +68,10 @@ def ppo_update(
         given = order(epoch) if order is not None else None
         return given if given is not None else torch.randperm(num_samples, generator=generator)
 
+    units = aggregation_units(samples.get("mask"), settings.loss_aggregation)
+
     def local_moments(indices: torch.Tensor):
-        return minibatch_moments(samples["advantages"], samples.get("mask"), indices.to(device), settings.minibatch_size)
+        return minibatch_moments(samples["advantages"], samples.get("mask"), indices.to(device), settings.minibatch_size, units)
 
     return run_update(step, num_samples, settings, permutation, world, local_moments)
 
@@ -96,14 +102,25 @@ class DataParallel:
         return result
 
 
+def aggregation_units(mask: torch.Tensor | None, mode: str) -> torch.Tensor | None:
+    """Per sample, the units a loss is a mean over under ``mode`` (``loss_aggregation``): real tokens, or one per
+    sequence with a real token. None where they are the real steps the mask already counts."""
+    if mode == "token-mean" or mask is None or mask.dim() < 2:
+        return None
+    return (mask.sum(-1) > 0).to(mask.dtype)
+
+
 def _minibatch_step(evaluate, optimizer, parameters, minibatch, settings, grad_scaler=None, parallel: DataParallel | None = None,
                     moments=None) -> dict[str, torch.Tensor] | None:
     mask = minibatch.get("mask")
     advantages = minibatch["advantages"]
     # Whiten over the whole minibatch (not per micro-batch); one sample has no spread to divide by.
     count = advantages.numel() if mask is None else int(mask.sum())
-    if moments is not None:  # data parallel: the global minibatch's count and whitening
+    units = aggregation_units(mask, settings.loss_aggregation)
+    total_units = float(count) if units is None else float(units.sum())
+    if moments is not None:  # data parallel: the global minibatch's count, units and whitening
         count = float(moments[0])
+        total_units = float(moments[3]) if len(moments) > 3 else count
         if settings.normalize_advantage and count > 1:
             center, std = whitening(moments)
             advantages = (advantages - center) / std
@@ -113,27 +130,41 @@ def _minibatch_step(evaluate, optimizer, parameters, minibatch, settings, grad_s
         advantages = advantages * mask
 
     micro_batches = _split(minibatch | {"advantages": advantages}, settings.grad_accum_steps)
-    total_count = float(count) if count > 0 else 1.0
+    total_units = total_units if total_units > 0 else 1.0
     optimizer.zero_grad(set_to_none=True)
     accumulated: dict[str, torch.Tensor] = {}
     for number, micro in enumerate(micro_batches):
         micro_mask = micro.get("mask")
         micro_count = micro["advantages"].numel() if micro_mask is None else float(micro_mask.sum())
+        aggregate, micro_units = loss_aggregation(micro_mask, settings.loss_aggregation, settings.aggregation_horizon)
+        micro_units = micro_count if units is None else float(micro_units)
         with parallel.no_sync(last=number == len(micro_batches) - 1) if parallel is not None else contextlib.nullcontext():
             logprob, entropy, values = evaluate(micro)
-            pg_loss, pg_stats = clipped_surrogate(logprob, micro["logprobs"], micro["advantages"], settings.clip_range, micro_mask)
+            old_logprob = micro["logprobs"] if "logprobs" in micro else logprob.detach()
+            pg_loss, pg_stats = clipped_surrogate(logprob, old_logprob, micro["advantages"], settings.clip_range, micro_mask,
+                                                  settings.clip_range_high, aggregate)
             if settings.target_kl is not None and _approx_kl(pg_stats["approx_kl"], micro_count, parallel) > 1.5 * settings.target_kl:
                 optimizer.zero_grad(set_to_none=True)
                 return None
-            v_loss, v_stats = value_loss(values, micro["values"], micro["returns"], settings.clip_range_vf, micro_mask)
-            ent, ent_stats = entropy_bonus(entropy, micro_mask)
-            loss = pg_loss - settings.ent_coef * ent + settings.vf_coef * v_loss
-            # Weight each micro-batch by its share of real steps so accumulation equals one big batch
-            # (data parallel: its share of the global minibatch, times the ranks DDP's average divides by).
-            weight = micro_count / total_count
+            loss = pg_loss
+            terms = {**pg_stats, "policy_loss": pg_loss.detach()}
+            if values is not None:
+                v_loss, v_stats = value_loss(values, micro["values"], micro["returns"], settings.clip_range_vf, micro_mask, aggregate)
+                loss = loss + settings.vf_coef * v_loss
+                terms |= v_stats
+            ent, ent_stats = entropy_bonus(entropy, micro_mask, aggregate)
+            loss = loss - settings.ent_coef * ent
+            terms |= ent_stats
+            if settings.kl_loss_coef:
+                kl_loss, kl_stats = reference_kl_penalty(logprob, micro["ref_logprobs"], micro_mask, aggregate)
+                loss = loss + settings.kl_loss_coef * kl_loss
+                terms |= kl_stats
+            # Weight each micro-batch by its share of the minibatch's units (real steps, or sequences) so accumulation
+            # equals one big batch (data parallel: its share of the global minibatch, times the ranks DDP's average divides by).
+            weight = micro_units / total_units
             weighted = loss * (weight * parallel.world.size if parallel is not None else weight)
             (grad_scaler.scale(weighted) if grad_scaler is not None else weighted).backward()
-        for name, value in {**pg_stats, **v_stats, **ent_stats, "policy_loss": pg_loss.detach(), "loss": loss.detach()}.items():
+        for name, value in {**terms, "loss": loss.detach()}.items():
             if name == "ratio_max_deviation":
                 accumulated[name] = torch.maximum(accumulated.get(name, value), value)
             else:

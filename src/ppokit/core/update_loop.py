@@ -86,10 +86,12 @@ def run_update(step: MinibatchStep, num_samples: int, settings: UpdateSettings, 
     return result
 
 
-def minibatch_moments(advantages, mask, permutation, minibatch_size: int) -> np.ndarray:
+def minibatch_moments(advantages, mask, permutation, minibatch_size: int, units=None) -> np.ndarray:
     """[minibatches, 3] float64: each minibatch's (real samples, sum of advantages, sum of their squares).
 
-    ``advantages`` and ``mask`` (None: every sample is real) are numpy arrays or torch tensors.
+    ``advantages`` and ``mask`` (None: every sample is real) are numpy arrays or torch tensors. With ``units``
+    (a torch tensor of the units each sample counts for under a loss aggregation, e.g. one per sequence) a
+    fourth column holds their sum: what a sequence-level loss of the global minibatch is a mean over.
     """
     rows = []
     for start in range(0, len(permutation), minibatch_size):
@@ -103,21 +105,23 @@ def minibatch_moments(advantages, mask, permutation, minibatch_size: int) -> np.
         else:
             values = values.double()
             weights = values.new_ones(values.shape) if weights is None else weights.double()
-            rows.append(torch_sums(values, weights))
-    return np.array(rows, dtype=np.float64).reshape(-1, 3)
+            rows.append(torch_sums(values, weights, units[index] if units is not None else None))
+    return np.array(rows, dtype=np.float64).reshape(-1, 3 if units is None else 4)
 
 
-def torch_sums(values, weights) -> tuple[float, float, float]:
+def torch_sums(values, weights, units=None) -> tuple[float, ...]:
     import torch
 
-    sums = torch.stack([weights.sum(), (values * weights).sum(), (values * values * weights).sum()])
-    return tuple(sums.cpu().tolist())
+    sums = [weights.sum(), (values * weights).sum(), (values * values * weights).sum()]
+    if units is not None:
+        sums.append(units.double().sum())
+    return tuple(torch.stack(sums).cpu().tolist())
 
 
 def whitening(moments) -> tuple[float, float]:
     """(mean, std) of the advantages from a global (count, sum, sum of squares) row, as the single-process
     whitening computes them (the variance over count - 1, plus 1e-8)."""
-    count, total, squares = (float(x) for x in moments)
+    count, total, squares = (float(x) for x in moments[:3])
     mean = total / count
     variance = max(squares - count * mean * mean, 0.0) / (count - 1)
     return mean, (variance + 1e-8) ** 0.5

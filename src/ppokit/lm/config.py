@@ -164,11 +164,34 @@ class LMPPOConfig(ConfigBase, _RunSettings, UpdateFields):
     lora: dict | None = None
     """Train a LoRA adapter instead of all weights: {r, alpha, dropout, target_modules}; null: full fine-tuning."""
 
+    # --- algorithm ---
+    advantage_estimator: str = "gae"
+    """How advantages are estimated (see README, "Algorithms"): 'gae' (PPO with a value model), 'grpo', 'dr_grpo', 'rloo',
+    'reinforce++', 'reinforce++-baseline'. Only 'gae' builds and trains a value model."""
+    samples_per_prompt: int = 1
+    """Responses sampled for each prompt of a batch (a group); the group estimators compare them and need 2 or more."""
+    loss_aggregation: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = "token-mean"
+    """How per-token losses become one: the mean over every token of the minibatch; the mean over sequences of each one's
+    token mean (GRPO's original); or each sequence's token sum / max_new_tokens, averaged over sequences (Dr. GRPO)."""
+    clip_range_low: float | None = None
+    """Lower ratio clip: the ratio is kept above 1 - clip_range_low; null: clip_range."""
+    clip_range_high: float | None = None
+    """Upper ratio clip: the ratio is kept below 1 + clip_range_high; null: clip_range (DAPO's clip-higher sets it above)."""
+    kl_penalty: Literal["reward", "loss"] = "reward"
+    """Where the KL to the reference goes: 'reward' (-kl_coef x KL on every token's reward, PPO's form) or 'loss' (kl_coef x
+    the k3 estimate as a term of the loss, GRPO's form). kl_coef=0 uses no reference model at all."""
+    dynamic_sampling: bool = False
+    """Drop groups whose rewards are all equal (they carry no signal for a group estimator) and refill the batch with
+    groups of new prompts, for at most dynamic_sampling_max_rounds more generation rounds."""
+    dynamic_sampling_max_rounds: int = 3
+    """Extra generation rounds per update with dynamic_sampling; a batch still short after them is filled with dropped groups."""
+
     # --- rollout ---
     total_episodes: int = 10_000
     """Responses to generate over the whole run (prompts are cycled)."""
     batch_size: int = 64
-    """Prompts per rollout (one PPO update each)."""
+    """Responses (episodes) per rollout, one PPO update each: batch_size / samples_per_prompt prompts, each sampled
+    samples_per_prompt times."""
     max_new_tokens: int = 16
     """Longest response; a response that ends without EOS gets missing_eos_penalty."""
     temperature: float = 1.0
@@ -204,8 +227,9 @@ class LMPPOConfig(ConfigBase, _RunSettings, UpdateFields):
     """Horizon of the adaptive controller, in episodes."""
     missing_eos_penalty: float | None = 1.0
     """Subtracted from the score of a response that does not end with EOS; null disables."""
-    score_normalization: Literal["none", "batch", "running"] = "running"
-    """Normalize scores before the KL penalty is added: by the batch's or a running mean and std."""
+    score_normalization: Literal["auto", "none", "batch", "running"] = "auto"
+    """Normalize scores before the KL penalty is added: by the batch's or a running mean and std; 'auto': running for
+    'gae', none for the other estimators (which normalize within groups or whiten)."""
     score_clip: float | None = None
     """Clip (normalized) scores to [-score_clip, score_clip]; null disables."""
 
@@ -227,12 +251,95 @@ class LMPPOConfig(ConfigBase, _RunSettings, UpdateFields):
     """Discount over response tokens."""
     gae_lambda: float = 0.95
     """GAE lambda over response tokens."""
-    whiten_advantages: bool = True
-    """Whiten advantages over all real response tokens of the rollout."""
+    whiten_advantages: bool | None = None
+    """Whiten advantages over all real response tokens of the rollout; null: true for 'gae', false for the others
+    (reinforce++ whitens by its definition)."""
+
+    # --- evaluation and what the policy writes ---
+    eval_prompts: str | None = None
+    """JSONL file of held-out prompts ({"prompt"} or {"messages"} rows), scored with the reward during training."""
+    eval_interval: int = 0
+    """Evaluate on eval_prompts every this many updates (and at the end); 0: at the end only."""
+    eval_samples: int = 4
+    """k: responses sampled per held-out prompt for eval/score_mean and eval/pass@k (besides the greedy one)."""
+    eval_pass_threshold: float = 1.0
+    """A sampled response passes when its reward is at least this (eval/pass@k: the share of prompts with a pass among k)."""
+    eval_before_training: bool = False
+    """Also evaluate before the first update (logged at step 0)."""
+    log_completions: int = 0
+    """Write this many (prompt, response, reward, advantage) rows per update to completions.jsonl and TensorBoard's text tab."""
+
+    @property
+    def estimator(self):
+        """The registered advantage estimator (``ppokit.core.estimators``)."""
+        from ppokit.core.estimators import ADVANTAGE_ESTIMATORS
+
+        return ADVANTAGE_ESTIMATORS[self.advantage_estimator]
+
+    @property
+    def uses_value_model(self) -> bool:
+        return self.estimator.needs_values
+
+    @property
+    def uses_reference(self) -> bool:
+        """kl_coef=0 (and no adaptive controller to raise it) needs no reference model: none is built or run."""
+        return self.kl_coef > 0 or self.adaptive_kl
+
+    @property
+    def resolved_score_normalization(self) -> str:
+        if self.score_normalization != "auto":
+            return self.score_normalization
+        return "running" if self.advantage_estimator == "gae" else "none"
+
+    @property
+    def resolved_whiten_advantages(self) -> bool:
+        return self.advantage_estimator == "gae" if self.whiten_advantages is None else self.whiten_advantages
+
+    @property
+    def prompts_per_batch(self) -> int:
+        return self.batch_size // self.samples_per_prompt
+
+    def _validate_algorithm(self) -> None:
+        from ppokit.core.estimators import ADVANTAGE_ESTIMATORS
+
+        if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ConfigError(f"advantage_estimator must be one of {sorted(ADVANTAGE_ESTIMATORS)}, got {self.advantage_estimator!r}")
+        if self.samples_per_prompt < 1:
+            raise ConfigError(f"samples_per_prompt must be a positive integer, got {self.samples_per_prompt}")
+        if self.estimator.needs_groups and self.samples_per_prompt < 2:
+            raise ConfigError(f"advantage_estimator={self.advantage_estimator} compares the responses to one prompt: set samples_per_prompt "
+                              f"to 2 or more (got {self.samples_per_prompt})")
+        if self.batch_size % self.samples_per_prompt:
+            raise ConfigError(f"batch_size={self.batch_size} is not a multiple of samples_per_prompt={self.samples_per_prompt}; batch_size counts "
+                              f"responses, samples_per_prompt of them per prompt")
+        if self.dynamic_sampling and not self.estimator.needs_groups:
+            raise ConfigError(f"dynamic_sampling drops groups of equal rewards, which only a group estimator cannot learn from; "
+                              f"advantage_estimator={self.advantage_estimator} is not one (use grpo, dr_grpo, rloo or reinforce++-baseline)")
+        if self.kl_penalty == "loss" and self.adaptive_kl:
+            raise ConfigError("adaptive_kl steers the KL penalty in the reward; with kl_penalty=loss set adaptive_kl=false")
+        for name in ("clip_range_low", "clip_range_high"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number or null (clip_range), got {value}")
+        if self.dynamic_sampling_max_rounds < 0:
+            raise ConfigError(f"dynamic_sampling_max_rounds must be 0 or a positive integer, got {self.dynamic_sampling_max_rounds}")
+        for name in ("eval_interval", "log_completions"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 or a positive integer, got {getattr(self, name)}")
+        if self.eval_samples < 0:
+            raise ConfigError(f"eval_samples must be 0 (greedy only) or a positive integer, got {self.eval_samples}")
+
+    def update_settings(self, **overrides):
+        """The update's settings: the clip range pair, the loss aggregation and the KL term of kl_penalty=loss."""
+        settings = {"clip_range": self.clip_range_low or self.clip_range, "clip_range_high": self.clip_range_high or self.clip_range,
+                    "loss_aggregation": self.loss_aggregation, "aggregation_horizon": self.max_new_tokens,
+                    "kl_loss_coef": self.kl_coef if self.kl_penalty == "loss" else 0.0}
+        return super().update_settings(**(settings | overrides))
 
     def validate(self) -> None:
         self._validate_run_settings()
         self.validate_update_fields()
+        self._validate_algorithm()
         for name in ("total_episodes", "batch_size", "max_new_tokens", "grad_accum_steps", "kl_horizon"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")

@@ -43,18 +43,18 @@ def run_demo(task_name: str, run_dir: str | Path, seed: int = 0, reward: str = "
     ppo_config = LMPPOConfig.from_dict({**stages["ppo_values"], **overrides.get("ppo", {})})
     reward_source = None if reward == "model" else FunctionReward(task.gold_reward, name=f"{task.name}_gold_reward")
     trainer = LMPPOTrainer(ppo_config, run_dir / "ppo", reward=reward_source, gold_reward=task.gold_reward, progress=progress, verbose=False)
-    before = trainer.evaluate(stages["eval_prompts"], task.gold_reward, seed=seed)
+    before = trainer.evaluate(stages["eval_prompts"], samples=1, gold_reward=task.gold_reward, seed=seed)
     say(f"[3/3] PPO for {ppo_config.total_episodes} episodes on {trainer.device} ({trainer.precision.name}); "
-        f"before: gold {before['gold']:.3f}, score {before['score']:.3f}")
+        f"before: gold {before['gold_mean']:.3f}, score {before['score_mean']:.3f}")
     trainer.train()
-    after = trainer.evaluate(stages["eval_prompts"], task.gold_reward, seed=seed)
+    after = trainer.evaluate(stages["eval_prompts"], samples=1, gold_reward=task.gold_reward, seed=seed)
     timings = {**stages["timings"], "ppo_seconds": time.perf_counter() - t0}
 
     learned = reward == "model"
     results = {
         "task": task.name, "reward": reward, "seed": seed,
-        "gold_before": before["gold"], "gold_after": after["gold"],
-        "rm_before": before["score"] if learned else None, "rm_after": after["score"] if learned else None,
+        "gold_before": before["gold_mean"], "gold_after": after["gold_mean"], "gold_greedy_before": before["gold"], "gold_greedy_after": after["gold"],
+        "rm_before": before["score_mean"] if learned else None, "rm_after": after["score_mean"] if learned else None,
         "kl_before": before["kl"], "kl": after["kl"],
         "eos_fraction_after": after["eos_fraction"],
         "sft_eval_loss": stages["sft_result"]["eval_loss"],

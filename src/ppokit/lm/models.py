@@ -26,6 +26,8 @@ def quiet_transformers() -> None:
 
 # the folders where ppokit's trainers save their model inside a run dir: PPO's policy, SFT's and the reward model's model
 RUN_DIR_MODELS = ("policy", "model")
+# a folder holding one of these is a model's (or a tokenizer's) folder itself
+MODEL_FILES = ("config.json", "tokenizer_config.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]+)?$")
 
 
@@ -35,7 +37,7 @@ def model_source(name_or_path: str | Path) -> str:
     source = str(name_or_path)
     path = Path(source)
     if path.is_dir():
-        if (path / "config.json").is_file():
+        if any((path / name).is_file() for name in MODEL_FILES):
             return source
         for name in RUN_DIR_MODELS:
             if (path / name / "config.json").is_file():

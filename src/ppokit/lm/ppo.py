@@ -1,35 +1,35 @@
-"""PPO for causal language models on ppokit.core.
+"""PPO and its critic-free family (GRPO, Dr. GRPO, RLOO, REINFORCE++) for causal language models, on ppokit.core.
 
-One rollout: sample responses to a batch of prompts, cut them at EOS, score each finished text once
-(reward model and/or functions), and turn that score into per-token rewards: minus kl_coef times the
-per-token KL to the reference at every token, plus the score on the last real token. Advantages are
-the core's GAE over the response tokens (time-major, the episode ends at the last real token), and
-the update is the core's ppo_update with this module's evaluate() giving new log-probs, entropies
-and values.
+One update reads top to bottom:
+1. collect: sample ``samples_per_prompt`` responses to each prompt of a batch, cut them at EOS and score
+   each finished text once (reward model and/or functions); with ``dynamic_sampling`` groups whose rewards
+   are all equal are replaced by groups of new prompts;
+2. score: the policy's old log-probs (in the update's first-epoch micro-batches, so the first ratio is
+   exactly 1; skipped when one epoch takes them from its own first pass), the reference's and the values;
+3. advantages: scores (minus the missing-EOS penalty, normalized) and the per-token KL penalty make the
+   per-token rewards, and the estimator of ``advantage_estimator`` (``ppokit.core.estimators``) turns them
+   into advantages;
+4. update: the core's ``ppo_update`` (clipped surrogate, value loss where there is a value model, the KL term
+   with ``kl_penalty: loss``), then the log: progress.csv, TensorBoard, held-out evaluation, completions.
 
-The update's first minibatch repeats the rollout's computation exactly, so its ratio is exactly 1:
-dropout is off in the trained models, and the policy's rollout log-probs are scored in the update's
-own first-epoch micro-batches (a row's result may depend on the shape of the batch it sits in).
-Everything lives on ``config.device``; log-probs, values and losses are float32 under any precision.
-
-Data parallel under torchrun (``ppokit.lm.parallel``): every rank draws the same global batch of
-prompts and rolls out its slice of it; score normalization, advantage whitening, the KL controller's
-mean KL and the logged statistics are taken over all ranks' responses; the update runs the policy and
-value model through DDP (or FSDP2 with ``parallel: fsdp``), and rank 0 alone writes.
+Data parallel under torchrun (``ppokit.lm.parallel``): every rank draws the same global batch of prompts
+and rolls out its slice of whole groups; score normalization, whitening, the KL controller's mean KL and
+the logged statistics are over all ranks; the update runs through DDP (or FSDP2 with ``parallel: fsdp``),
+and rank 0 alone writes. Everything lives on ``config.device``; log-probs, values and losses are float32.
 """
 
 from __future__ import annotations
 
-import copy
 import random
 import time
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ppokit.core.advantages import gae, next_values_from
 from ppokit.core.batch import micro_batch_slices, minibatch_indices
+from ppokit.core.estimators import AdvantageInputs, estimate_advantages, group_statistics
 from ppokit.core.losses import kl_k1, kl_k3, masked_whiten_over_ranks
 from ppokit.core.metrics import explained_variance, explained_variance_from_sums, explained_variance_sums
 from ppokit.core.running_stats import RunningMeanStd
@@ -46,77 +46,53 @@ from ppokit.lm.checkpoints import (
     save_training_state,
     set_python_random_state,
 )
+from ppokit.lm.completions import completion_rows, drop_completions_after, write_completions
 from ppokit.lm.config import LMPPOConfig, apply_run_settings
 from ppokit.lm.data import load_located_rows, prompt_of
 from ppokit.lm.device import placed, rank_device, resolve_device, write_run_info
 from ppokit.lm.encoding import encode_prompt
-from ppokit.lm.generation import GenerationSettings, sample_responses
-from ppokit.lm.models import (
-    context_length,
-    disable_dropout,
-    enable_gradient_checkpointing,
-    load_causal_lm,
-    load_scalar_model,
-    load_tokenizer,
-    resize_for_tokenizer,
-    save_pretrained,
-)
-from ppokit.lm.parallel import (
-    Forwarding,
-    data_parallel,
-    ddp_wrappers,
-    gather_batch,
-    rank_seed,
-    rank_share,
-    reshard,
-    save_sharded,
-    shard,
-)
+from ppokit.lm.evaluation import evaluate_policy
+from ppokit.lm.generation import GenerationSettings
+from ppokit.lm.models import context_length, load_causal_lm, load_tokenizer, save_pretrained
+from ppokit.lm.parallel import gather_batch, rank_seed, rank_share, reshard, save_sharded
+from ppokit.lm.ppo_models import PPOModels
 from ppokit.lm.precision import Precision
-from ppokit.lm.reward_model import token_scores
-from ppokit.lm.rewards import FunctionReward, ResponseBatch, RewardModelReward, SumReward, load_function
-from ppokit.lm.sequences import causal_inputs, last_token_index, pad_sequences, token_entropy, token_logprobs, truncate_at_eos
+from ppokit.lm.rewards import ResponseBatch
+from ppokit.lm.rollout import Responses, Rollout, pad_responses, sample
+from ppokit.lm.scoring import in_chunks, response_logits, response_logprobs, response_values
+from ppokit.lm.sequences import token_entropy, token_logprobs
 from ppokit.run_logging import MetricsLogger
 from ppokit.signals import StopRequest
 
 KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
 COLUMNS = ["step", "episodes", "time_elapsed", "charts/episodes_per_second", "charts/tokens_per_second", "env/score", "env/score_normalized",
-           "env/gold", "env/kl", "env/kl_coef", "env/response_length", "env/eos_fraction", "env/reward_total",
-           "losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl", "losses/clipfrac",
-           "losses/explained_variance", "losses/grad_norm", "losses/first_ratio_deviation"]
+           "env/gold", "env/kl", "env/kl_coef", "env/response_length", "env/response_length_max", "env/eos_fraction", "env/clipped_fraction",
+           "env/reward_total", "env/zero_variance_groups", "env/dropped_groups", "env/sampling_rounds",
+           "losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/kl", "losses/approx_kl", "losses/clipfrac",
+           "losses/explained_variance", "losses/grad_norm", "losses/first_ratio_deviation", "time/generate", "time/score", "time/update",
+           "eval/score", "eval/score_mean", "eval/pass@k", "eval/kl", "eval/response_length"]
 
 
-def token_advantages(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, gae_lambda: float):
-    """Advantages and returns [B, R] of response tokens: the core's GAE, time-major, each response one
-    episode that ends (terminated, no bootstrap) at its last real token. Padding gets 0."""
-    mask = mask.float()
-    rewards_t, values_t = (rewards * mask).T, (values * mask).T
-    columns = torch.arange(mask.shape[1], device=mask.device)
-    after_last = columns.unsqueeze(1) >= last_token_index(mask).unsqueeze(0)  # [R, B]
-    advantages, returns = gae(rewards_t, values_t, next_values_from(values_t, values_t.new_zeros(mask.shape[0])),
-                              terminated=after_last, dones=after_last, gamma=gamma, gae_lambda=gae_lambda)
-    return advantages.T * mask, returns.T * mask
-
-
-def per_token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float) -> torch.Tensor:
-    """-kl_coef * KL at every real token, plus the sequence's score on its last real token."""
-    rewards = -kl_coef * kl * mask
+def per_token_rewards(scores: torch.Tensor, kl: torch.Tensor | None, mask: torch.Tensor, kl_coef: float) -> torch.Tensor:
+    """-kl_coef * KL at every real token (none without a KL in the reward), plus the sequence's score on its last real token."""
+    rewards = -kl_coef * kl * mask if kl is not None else torch.zeros_like(mask)
     rows = torch.arange(scores.shape[0], device=scores.device)
-    rewards[rows, last_token_index(mask)] += scores
+    columns = torch.arange(mask.shape[-1], device=mask.device)
+    rewards[rows, (mask.long() * (columns + 1)).argmax(-1)] += scores
     return rewards
 
 
 class LMPPOTrainer:
-    """PPO of ``policy`` against ``reward``. Everything not given is loaded from the paths in ``config``.
+    """PPO (or a critic-free estimator) of ``policy`` against ``reward``. Everything not given is loaded from the paths in ``config``.
 
     ``reward``: a source with ``score(ResponseBatch)`` (RewardModelReward, FunctionReward, SumReward) or
     a plain function (prompt, response) -> float. ``prompts``: strings or message lists (chat).
-    ``gold_reward``: an optional function that is only logged (env/gold), for demos where the true
-    reward is known. Resume a run with ``LMPPOTrainer.resume(run_dir)``.
+    ``eval_prompts``: held-out prompts (default: config.eval_prompts). ``gold_reward``: an optional function
+    that is only logged (env/gold), for demos where the true reward is known. Resume with ``LMPPOTrainer.resume(run_dir)``.
     """
 
     def __init__(self, config: LMPPOConfig, run_dir: str | Path | None = None, policy=None, tokenizer=None, reference=None,
-                 value_model=None, reward=None, prompts: list | None = None, gold_reward=None,
+                 value_model=None, reward=None, prompts: list | None = None, gold_reward=None, eval_prompts: list | None = None,
                  progress: bool | None = None, verbose: bool = True):
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -125,29 +101,23 @@ class LMPPOTrainer:
         self.world = current_world(device.type)  # data parallel under torchrun (ppokit.distributed)
         self.device = rank_device(config.device, device, self.world)
         self.world.check_same("the config", config.to_dict())
-        check_divisible({"batch_size": config.batch_size, "minibatch_size": config.minibatch_size}, self.world)
+        self._check_batch_layout()
         self.sharded = self.world.distributed and config.parallel == "fsdp"
         self.precision = Precision.resolve(config.precision, self.device)
-        self.inference_dtype = self.precision.inference_dtype(config.inference_dtype)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.policy)
         policy = policy if policy is not None else load_causal_lm(config.policy, self.tokenizer, self.precision.weights_dtype)
-        resize_for_tokenizer(policy, self.tokenizer)
-        self.reward = self._build_reward(reward)
-        self.policy, self.reference = self._build_policy_and_reference(policy, reference)
-        self.value_model = self._build_value_model(value_model)
-        self._place_models()
-        self._data_parallel()
-        located = [(f"prompt {i + 1}", p) for i, p in enumerate(prompts)] if prompts is not None else \
-            [(where, prompt_of(row)) for where, row in load_located_rows(config.prompts, "prompt")]
-        self.prompts = [prompt for _, prompt in located]
-        self.prompt_ids = self._encode_prompts(located)
+        self.models = PPOModels(config, self.tokenizer, policy, self.device, self.precision, self.precision.inference_dtype(config.inference_dtype),
+                                self.world, self.sharded, reference, value_model, reward, self.forward_batch_size)
+        self.prompts, self.prompt_ids = self._load_prompts(prompts, config.prompts, "prompt")
+        self.eval_prompts, self.eval_prompt_ids = self._load_prompts(eval_prompts, config.eval_prompts, "held-out prompt") \
+            if eval_prompts is not None or config.eval_prompts else ([], [])
         self.gold_reward = gold_reward
         self.kl_estimator = KL_ESTIMATORS[config.kl_estimator]
         self.kl_controller = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon) if config.adaptive_kl
                               else FixedKLController(config.kl_coef))
         self.score_moments = RunningMeanStd.fresh(device=self.device)
         self.generation = GenerationSettings(config.max_new_tokens, config.temperature, config.top_k, config.top_p)
-        self.parameters = [p for p in list(self.policy.parameters()) + list(self.value_model.parameters()) if p.requires_grad]
+        self.parameters = self.models.trainable_parameters()
         # fused: one kernel for all parameters; with small models the per-tensor optimizer overhead is ~5% of an update
         self.optimizer = torch.optim.Adam(self.parameters, lr=config.learning_rate, eps=config.adam_eps, fused=self.device.type in ("cpu", "cuda"))
         self.grad_scaler = self.precision.grad_scaler()
@@ -166,94 +136,34 @@ class LMPPOTrainer:
         self.history: list[dict[str, float]] = []
         self.progress, self.verbose = progress, verbose
 
-    # ------------------------------------------------------------------ set-up
-    def _build_reward(self, reward):
-        config = self.config
-        if reward is not None:
-            return reward if hasattr(reward, "score") else FunctionReward(reward)
-        sources = []
-        if config.reward_model:
-            sources.append(RewardModelReward(load_scalar_model(config.reward_model, dtype=self.inference_dtype), load_tokenizer(config.reward_model)))
-        sources += [FunctionReward(load_function(spec), name=spec) for spec in config.reward_function]
-        if not sources:
-            raise ConfigError("no reward: set reward_model and/or reward_function (e.g. reward_function=[my_module:score])")
-        return sources[0] if len(sources) == 1 else SumReward(sources)
-
-    def _build_policy_and_reference(self, policy, reference):
-        config = self.config
-        policy = policy.to(dtype=self.precision.weights_dtype)
-        if config.lora is not None:
-            from peft import LoraConfig, get_peft_model
-
-            lora = config.lora
-            policy = get_peft_model(policy, LoraConfig(r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16), lora_dropout=lora.get("dropout", 0.0),
-                                                       target_modules=lora.get("target_modules"), task_type="CAUSAL_LM"))
-        if reference is None and config.reference is not None:
-            reference = load_causal_lm(config.reference, self.tokenizer, self.inference_dtype)
-        if reference is None and config.lora is None:
-            reference = copy.deepcopy(policy)
-        if reference is not None:
-            reference.eval().requires_grad_(False)
-        return policy.eval(), reference  # None: the LoRA policy with its adapter switched off
-
-    def _build_value_model(self, value_model):
-        config = self.config
-        if value_model is None:
-            reward_model = self.reward.model if isinstance(self.reward, RewardModelReward) else None
-            if config.value_model:
-                value_model = load_scalar_model(config.value_model, self.tokenizer, self.precision.weights_dtype)
-            elif reward_model is not None and next(reward_model.parameters()).dtype == self.precision.weights_dtype:
-                value_model = copy.deepcopy(reward_model)  # the usual start: the reward model's weights
-            elif config.reward_model:
-                value_model = load_scalar_model(config.reward_model, self.tokenizer, self.precision.weights_dtype)
-            elif reward_model is not None:
-                value_model = copy.deepcopy(reward_model)
-            else:
-                value_model = self._value_model_from_policy()
-        resize_for_tokenizer(value_model, self.tokenizer)
-        return value_model.eval().requires_grad_(True)
-
-    def _value_model_from_policy(self):
-        from transformers import AutoModelForSequenceClassification
-
-        base = self.policy.get_base_model() if hasattr(self.policy, "get_base_model") else self.policy
-        config = copy.deepcopy(base.config)
-        config.num_labels = 1
-        value_model = AutoModelForSequenceClassification.from_config(config)
-        body = getattr(value_model, value_model.base_model_prefix)
-        body.load_state_dict(getattr(base, base.base_model_prefix).state_dict(), strict=False)
-        return value_model
-
-    def _place_models(self) -> None:
-        """Trained models on the device in the weights' dtype, without dropout (the first ratio stays 1);
-        frozen ones in the inference dtype, on the device or (offload_reference) on the CPU until used."""
-        frozen_home = torch.device("cpu") if self.config.offload_reference else self.device
-        self.policy.to(self.device)  # its dtype was set before a LoRA adapter was added: peft keeps adapters in float32
-        self.value_model.to(self.device, dtype=self.precision.weights_dtype)
-        for model in (self.policy, self.value_model):
-            disable_dropout(model)
-            if self.config.gradient_checkpointing:
-                enable_gradient_checkpointing(model)
-        if self.reference is not None:
-            self.reference.to(frozen_home, dtype=self.inference_dtype)
-        for model in self.reward.models:
-            model.to(frozen_home, dtype=self.inference_dtype).eval().requires_grad_(False)
-        if isinstance(self.reward, RewardModelReward):
-            self.reward.batch_size = self.forward_batch_size
-
-    def _data_parallel(self) -> None:
-        """The modules the computations run through. ``value_scores``: the value model's per-token values as a
-        forward(); ``policy_update`` and ``value_update``: what the update's gradient steps run, DDP wrappers
-        (or the FSDP-sharded models themselves) under torchrun; in a world of one the models."""
-        self.value_scores = Forwarding(self.value_model, token_scores)
-        self.policy_update = data_parallel(self.policy, self.world, self.config.parallel)
-        self.value_update = data_parallel(self.value_scores, self.world, self.config.parallel)
-        if self.sharded and self.reference is not None:  # a whole copy of the policy would not fit either
-            shard(self.reference, self.world)
+    # the models, by the names the tests and users reach them with
+    policy = property(lambda self: self.models.policy)
+    reference = property(lambda self: self.models.reference)
+    value_model = property(lambda self: self.models.value_model)
+    reward = property(lambda self: self.models.reward)
 
     @property
     def forward_batch_size(self) -> int:
         return self.config.forward_batch_size or self.config.batch_size
+
+    @property
+    def scores_old_logprobs(self) -> bool:
+        """Whether the rollout scores the policy's log-probs: needed for a KL in the reward, and as the old log-probs
+        of every epoch after the first. One epoch without them takes its old log-probs from its own forward pass."""
+        return self.config.n_epochs > 1 or (self.models.uses_reference and self.config.kl_penalty == "reward")
+
+    def _check_batch_layout(self) -> None:
+        config, world = self.config, self.world
+        check_divisible({"batch_size": config.batch_size, "minibatch_size": config.minibatch_size}, world)
+        if (config.batch_size // world.size) % config.samples_per_prompt:
+            raise ConfigError(f"batch_size={config.batch_size} over {world.size} processes gives each {config.batch_size // world.size} responses, "
+                              f"not whole groups of samples_per_prompt={config.samples_per_prompt}; a group stays in one process "
+                              f"(make batch_size a multiple of {world.size * config.samples_per_prompt})")
+
+    def _load_prompts(self, given: list | None, path: str | None, kind: str) -> tuple[list, list[list[int]]]:
+        located = [(f"{kind} {i + 1}", p) for i, p in enumerate(given)] if given is not None else \
+            [(where, prompt_of(row)) for where, row in load_located_rows(path, "prompt")]
+        return [prompt for _, prompt in located], self._encode_prompts(located)
 
     def _encode_prompts(self, located: list[tuple[str, str | list]]) -> list[list[int]]:
         if not located:
@@ -271,118 +181,121 @@ class LMPPOTrainer:
             encoded.append(ids)
         return encoded
 
-    def _training_mode(self, on: bool) -> None:
-        """Train mode only where gradient checkpointing needs it (transformers checkpoints in train mode only);
-        dropout is off, so both modes compute the same."""
-        for model in (self.policy, self.value_model):
-            model.train(on and self.config.gradient_checkpointing)
+    # ------------------------------------------------------------------ 1. collect
+    def _sample_group_rows(self, prompt_indices: list[int]) -> Rollout:
+        """Sample this rank's rows of a global batch of prompts (each prompt samples_per_prompt times) and score the texts."""
+        rows = rank_share([i for i in prompt_indices for _ in range(self.config.samples_per_prompt)], self.world)
+        responses = sample(self.policy, self.tokenizer, rows, [self.prompts[i] for i in rows], [self.prompt_ids[i] for i in rows], self.generation,
+                           self.precision, self.device, self.config.generation_batch_size, synced=self.sharded)
+        rollout = self._padded(responses)
+        responses.raw_scores = self.reward_scores(rollout)
+        return rollout
 
-    # ------------------------------------------------------------------ rollout
-    def _forward(self, model, sequence_ids, sequence_mask, prompt_width):
-        """Response-token logits [B, R, V]: the logits at position t predict token t + 1."""
-        # only the response positions need logits: with a large vocabulary the LM head is most of the cost
-        keep = sequence_ids.shape[1] - prompt_width + 1
-        with self.precision.autocast():
-            logits = model(input_ids=sequence_ids, logits_to_keep=keep, use_cache=False, **causal_inputs(sequence_mask)).logits
-        return logits[:, -keep:-1]
+    def _padded(self, responses: Responses) -> Rollout:
+        group_ids = torch.arange(len(responses)) // self.config.samples_per_prompt
+        return pad_responses(responses, group_ids, self.tokenizer.pad_token_id, self.device)
 
-    def _logprobs(self, model, sampled: dict, rows: torch.Tensor) -> torch.Tensor:
-        logits = self._forward(model, sampled["sequence_ids"][rows], sampled["sequence_mask"][rows], sampled["prompt_width"])
-        return token_logprobs(logits, sampled["response_ids"][rows], self.config.temperature)
-
-    def _values(self, sequence_ids, sequence_mask, prompt_width, value_scores=None) -> torch.Tensor:
-        with self.precision.autocast():
-            return (value_scores or self.value_scores)(sequence_ids, sequence_mask)[:, prompt_width - 1 : -1]
-
-    def _in_chunks(self, function, size: int) -> torch.Tensor:
-        """function(rows) over consecutive row chunks of forward_batch_size, concatenated."""
-        rows = torch.arange(size, device=self.device)
-        return torch.cat([function(rows[start : start + self.forward_batch_size]) for start in range(0, size, self.forward_batch_size)])
-
-    def _sample(self, prompts: list, prompt_tokens: list[list[int]], settings: GenerationSettings) -> dict:
-        """Generate (generation_batch_size prompts at a time) and cut at EOS."""
-        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
-        prompt_ids, prompt_mask = pad_sequences(prompt_tokens, pad, side="left", device=self.device)
-        chunk = self.config.generation_batch_size or len(prompt_tokens)
-        with self.precision.autocast():
-            parts = [sample_responses(self.policy, prompt_ids[start : start + chunk], prompt_mask[start : start + chunk], settings, eos, pad,
-                                      synced=self.sharded) for start in range(0, len(prompt_tokens), chunk)]
-        width = max(part.shape[1] for part in parts)  # chunks whose responses all ended early are shorter
-        raw = torch.cat([torch.nn.functional.pad(part, (0, width - part.shape[1]), value=pad) for part in parts])
-        responses, response_mask, has_eos = truncate_at_eos(raw, eos, pad)
-        texts = [self.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True) for r, m in zip(responses.cpu(), response_mask.cpu())]
-        return {"prompts": prompts, "responses": texts, "has_eos": has_eos, "prompt_width": prompt_ids.shape[1],
-                "sequence_ids": torch.cat([prompt_ids, responses], 1), "sequence_mask": torch.cat([prompt_mask, response_mask], 1),
-                "response_ids": responses, "mask": response_mask.float()}
-
-    def _score(self, sampled: dict, policy_layout: list[torch.Tensor] | None) -> dict:
-        """Log-probs of the policy (in ``policy_layout``'s row groups; None: forward_batch_size chunks)
-        and the reference, and the reward of each finished text."""
-        count = len(sampled["prompts"])
-        self._training_mode(True)  # the mode of the update, which must repeat this computation
-        try:
-            if policy_layout is None:
-                logprobs = self._in_chunks(lambda rows: self._logprobs(self.policy, sampled, rows), count)
-            else:
-                logprobs = torch.empty_like(sampled["mask"])
-                for rows in policy_layout:
-                    logprobs[rows] = self._logprobs(self.policy, sampled, rows)
-        finally:
-            self._training_mode(False)
-        ref_logprobs = self._reference_logprobs(sampled)
-        batch = ResponseBatch(sampled["prompts"], sampled["responses"], sampled["sequence_ids"], sampled["sequence_mask"], self.tokenizer)
+    def reward_scores(self, rollout: Rollout) -> torch.Tensor:
+        """The reward of each finished text (reward models are placed on the device while they score)."""
+        batch = ResponseBatch(rollout.prompts, rollout.texts, rollout.sequence_ids, rollout.sequence_mask, self.tokenizer)
         with ExitStack() as stack:
             for model in self.reward.models:
                 stack.enter_context(placed(model, self.device, self.config.offload_reference))
             with self.precision.autocast():
-                scores = self.reward.score(batch).float()
-        return {"logprobs": logprobs, "ref_logprobs": ref_logprobs, "raw_scores": scores}
+                return self.reward.score(batch).float()
 
-    def _reference_logprobs(self, sampled: dict) -> torch.Tensor:
-        """Log-probs of the sampled responses under the reference (with LoRA: the policy with its adapter off)."""
-        count = sampled["sequence_ids"].shape[0]
-        if self.reference is None:
-            with self.policy.disable_adapter():
-                return self._in_chunks(lambda rows: self._logprobs(self.policy, sampled, rows), count)
-        with placed(self.reference, self.device, self.config.offload_reference):
-            return self._in_chunks(lambda rows: self._logprobs(self.reference, sampled, rows), count)
+    def collect(self, prompt_indices: list[int]) -> Rollout:
+        """This rank's rows of a batch: the global ``prompt_indices``, with dynamic sampling the groups that carry signal."""
+        rollout = self._sample_group_rows(prompt_indices)
+        return self._dynamic_sampling(rollout.responses) if self.config.dynamic_sampling else rollout
 
-    def _first_epoch_layout(self, count: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The update's first-epoch permutation (drawn now, from the minibatch generator) and its micro-batches."""
+    def _dynamic_sampling(self, first: Responses) -> Rollout:
+        """Keep groups whose rewards differ; draw groups of new prompts (every rank alike) until every rank is full or
+        dynamic_sampling_max_rounds more rounds are spent; a batch still short is filled with dropped groups."""
+        quota, n = len(first), self.config.samples_per_prompt
+        kept, dropped, rounds, generated = [], [], 0, 0
+        responses = first
+        while True:
+            generated += len(responses) // n
+            informative = self._informative_groups(responses)
+            for group in range(len(responses) // n):
+                (kept if informative[group] else dropped).append(responses.take(list(range(group * n, (group + 1) * n))))
+            if not self.world.any(len(kept) * n < quota) or rounds == self.config.dynamic_sampling_max_rounds:
+                break
+            rounds += 1
+            responses = self._sample_group_rows(self._next_prompts()).responses
+        dropped_total, generated_total = self.world.sum(np.array([float(len(dropped)), float(generated)])).tolist()
+        rollout = self._padded(Responses.join((kept + dropped)[: quota // n]))
+        rollout.extra = {"env/dropped_groups": dropped_total / generated_total, "env/sampling_rounds": float(rounds + 1)}
+        return rollout
+
+    def _informative_groups(self, responses: Responses) -> list[bool]:
+        scores = self._penalized(responses.raw_scores, responses.has_eos).view(-1, self.config.samples_per_prompt)
+        return (scores.max(1).values > scores.min(1).values).tolist()
+
+    # ------------------------------------------------------------------ 2. score
+    def plan_first_epoch(self, count: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The update's first-epoch permutation (from the update's own minibatch generator) and its micro-batches."""
         permutation = torch.randperm(count, generator=self.minibatch_generator)
         layout = [minibatch[part].to(self.device) for minibatch in minibatch_indices(count, self.settings.minibatch_size, permutation=permutation)
                   for part in micro_batch_slices(len(minibatch), self.config.grad_accum_steps)]
         return permutation, layout
 
     @torch.no_grad()
-    def rollout(self, prompt_indices: list[int]) -> dict:
-        """Sample, score and shape rewards for one batch of prompts."""
-        sampled = self._sample([self.prompts[i] for i in prompt_indices], [self.prompt_ids[i] for i in prompt_indices], self.generation)
-        permutation, layout = self._first_epoch_layout(len(prompt_indices))
-        scored = self._score(sampled, layout)
-        width, mask, logprobs = sampled["prompt_width"], sampled["mask"], scored["logprobs"]
-        values = self._in_chunks(lambda rows: self._values(sampled["sequence_ids"][rows], sampled["sequence_mask"][rows], width), len(prompt_indices))
-        scores = scored["raw_scores"].clone()
+    def score(self, rollout: Rollout, layout: list[torch.Tensor]) -> None:
+        """Old log-probs of the policy (in ``layout``, the update's first-epoch micro-batches: its first ratio is then exactly 1,
+        as a row's result may depend on the shape of the batch it is computed in), the reference's, and the values."""
+        if self.scores_old_logprobs:
+            self.models.training_mode(True)  # the mode of the update, which must repeat this computation
+            try:
+                rollout.logprobs = torch.empty_like(rollout.mask)
+                for rows in layout:
+                    rollout.logprobs[rows] = response_logprobs(self.policy, rollout, rows, self.precision, self.config.temperature)
+            finally:
+                self.models.training_mode(False)
+        if self.models.uses_reference:
+            rollout.ref_logprobs = self.reference_logprobs(rollout)
+        if self.models.value_model is not None:
+            rollout.values = in_chunks(lambda rows: response_values(self.models.value_scores, rollout.sequence_ids[rows], rollout.sequence_mask[rows],
+                                                                    rollout.prompt_width, self.precision), len(rollout), self.forward_batch_size, self.device)
+
+    def reference_logprobs(self, rollout: Rollout) -> torch.Tensor:
+        """Log-probs of the sampled responses under the reference (with LoRA: the policy with its adapter off)."""
+        def logprobs(model):
+            return in_chunks(lambda rows: response_logprobs(model, rollout, rows, self.precision, self.config.temperature), len(rollout),
+                             self.forward_batch_size, self.device)
+
+        if self.reference is None:
+            with self.policy.disable_adapter():
+                return logprobs(self.policy)
+        with placed(self.reference, self.device, self.config.offload_reference):
+            return logprobs(self.reference)
+
+    # ------------------------------------------------------------------ 3. advantages
+    def _penalized(self, raw_scores: torch.Tensor, has_eos: torch.Tensor) -> torch.Tensor:
+        scores = raw_scores.clone()
         if self.config.missing_eos_penalty is not None:
-            scores[~sampled["has_eos"]] -= self.config.missing_eos_penalty
-        scores = self._normalize_scores(scores)
-        kl = self.kl_estimator(logprobs, scored["ref_logprobs"]) * mask
-        rewards = per_token_rewards(scores, kl, mask, self.kl_controller.value)
-        advantages, returns = token_advantages(rewards, values, mask, self.config.gamma, self.config.gae_lambda)
-        if self.config.whiten_advantages:  # over every rank's response tokens
-            advantages = masked_whiten_over_ranks(advantages, mask, self.world) * mask
-        reshard(self.policy, self.value_scores, self.reference)  # (FSDP: after forward passes without a backward)
-        return {
-            **{k: sampled[k] for k in ("prompts", "responses", "has_eos", "prompt_width")},
-            "raw_scores": scored["raw_scores"], "scores": scores, "rewards": rewards, "first_epoch_order": permutation,
-            "kl_sum": kl_k1(logprobs, scored["ref_logprobs"]).mul(mask).sum(1),
-            "samples": {"sequence_ids": sampled["sequence_ids"], "sequence_mask": sampled["sequence_mask"], "responses": sampled["response_ids"],
-                        "mask": mask, "logprobs": logprobs, "values": values * mask, "advantages": advantages, "returns": returns},
-        }
+            scores[~has_eos] -= self.config.missing_eos_penalty
+        return scores
+
+    def advantages(self, rollout: Rollout) -> None:
+        """Scores, per-token KL and rewards, then the configured estimator's advantages and returns."""
+        config, mask = self.config, rollout.mask
+        rollout.scores = self._normalize_scores(self._penalized(rollout.responses.raw_scores, rollout.has_eos))
+        if rollout.logprobs is not None and rollout.ref_logprobs is not None:
+            rollout.kl = self.kl_estimator(rollout.logprobs, rollout.ref_logprobs) * mask
+        in_reward = rollout.kl if config.kl_penalty == "reward" else None
+        rollout.token_rewards = per_token_rewards(rollout.scores, in_reward, mask, self.kl_controller.value)
+        inputs = AdvantageInputs(rollout.token_rewards, rollout.scores, mask, rollout.group_ids, rollout.values, config.gamma, config.gae_lambda,
+                                 self.world)
+        rollout.advantages, rollout.returns = estimate_advantages(config.advantage_estimator, inputs)
+        if config.resolved_whiten_advantages:  # over every rank's response tokens
+            rollout.advantages = masked_whiten_over_ranks(rollout.advantages, mask, self.world) * mask
+        reshard(self.policy, self.models.value_scores, self.reference)  # (FSDP: after forward passes without a backward)
 
     def _normalize_scores(self, scores: torch.Tensor) -> torch.Tensor:
         """By the statistics of the global batch: every rank's scores, in rank order."""
-        mode = self.config.score_normalization
+        mode = self.config.resolved_score_normalization
         every_rank = gather_batch(scores, self.world) if mode != "none" else scores
         if mode == "batch" and every_rank.numel() > 1:
             scores = (scores - every_rank.mean()) / (every_rank.std() + 1e-8)
@@ -394,62 +307,65 @@ class LMPPOTrainer:
             scores = scores.clamp(-self.config.score_clip, self.config.score_clip)
         return scores
 
-    # ------------------------------------------------------------------ update
-    def update(self, batch: dict) -> dict[str, float]:
+    @torch.no_grad()
+    def rollout(self, prompt_indices: list[int]) -> Rollout:
+        """Collect, score and compute advantages for one batch of prompts (global prompt indices; this rank takes its slice)."""
+        rollout = self.collect(prompt_indices)
+        rollout.first_epoch_order, layout = self.plan_first_epoch(len(rollout))
+        self.score(rollout, layout)
+        self.advantages(rollout)
+        return rollout
+
+    # ------------------------------------------------------------------ 4. update
+    def update(self, rollout: Rollout) -> dict[str, float]:
         """One ppokit.core PPO update on a rollout's samples (sequences are the sample axis)."""
-        width = batch["prompt_width"]
+        width, temperature = rollout.prompt_width, self.config.temperature
 
         def evaluate(minibatch):
-            logits = self._forward(self.policy_update, minibatch["sequence_ids"], minibatch["sequence_mask"], width)
-            logprob = token_logprobs(logits, minibatch["responses"], self.config.temperature)
+            logits = response_logits(self.models.policy_update, minibatch["sequence_ids"], minibatch["sequence_mask"], width, self.precision)
+            logprob = token_logprobs(logits, minibatch["responses"], temperature)
             with nullcontext() if self.config.ent_coef else torch.no_grad():  # without a bonus entropy is only reported
-                entropy = token_entropy(logits, self.config.temperature)
-            return logprob, entropy, self._values(minibatch["sequence_ids"], minibatch["sequence_mask"], width, self.value_update)
+                entropy = token_entropy(logits, temperature)
+            values = None if self.models.value_update is None else \
+                response_values(self.models.value_update, minibatch["sequence_ids"], minibatch["sequence_mask"], width, self.precision)
+            return logprob, entropy, values
 
-        first_epoch = batch["first_epoch_order"]
-        self._training_mode(True)
+        first_epoch = rollout.first_epoch_order
+        self.models.training_mode(True)
         try:
-            return ppo_update(evaluate, self.optimizer, self.parameters, batch["samples"], self.settings, generator=self.minibatch_generator,
+            return ppo_update(evaluate, self.optimizer, self.parameters, rollout.samples(), self.settings, generator=self.minibatch_generator,
                               order=lambda epoch: first_epoch if epoch == 0 else None, grad_scaler=self.grad_scaler, world=self.world,
-                              ddp_modules=ddp_wrappers(self.policy_update, self.value_update))
+                              ddp_modules=self.models.ddp_modules)
         finally:
-            self._training_mode(False)
-            reshard(self.policy, self.value_scores)  # (FSDP: a target-KL stop may leave a forward without its backward)
+            self.models.training_mode(False)
+            reshard(self.policy, self.models.value_scores)  # (FSDP: a target-KL stop may leave a forward without its backward)
 
-    # ------------------------------------------------------------------ loop
+    # ------------------------------------------------------------------ the loop
+    @property
+    def total_updates(self) -> int:
+        return self.config.total_episodes // self.config.batch_size
+
+    @property
+    def finished(self) -> bool:
+        """Whether a resumed run has already made every update of total_episodes."""
+        return self.resumed_from is not None and self.num_updates >= self.total_updates
+
     def train(self) -> dict[str, float]:
         """Train until total_episodes (continuing a resumed run). After SIGINT/SIGTERM the run stops at
         the next update boundary with a checkpoint and ``interrupted`` names the signal."""
-        config = self.config
-        main = self.world.is_main  # data parallel: the other ranks write and show nothing
-        total_updates = config.total_episodes // config.batch_size
         if self.finished:  # resumed from the checkpoint at its end: the run's outputs stay as they are
-            if main and self.verbose:
-                print(f"ppokit: this run has finished ({self.num_updates} updates, {self.episodes} episodes); nothing to train. "
-                      "To train further, resume with total_episodes=N (the new total)")
-            return {"updates": self.num_updates, "episodes": self.episodes, "seconds": 0.0, "interrupted": None, "finished": True,
-                    "final_score": float("nan")}
-        if self.run_dir is not None and main:
-            write_run_info(self.run_dir, "lm_ppo", self.device, self.precision.name)
-        logger = MetricsLogger(self.run_dir if main else None, COLUMNS, total=total_updates * config.batch_size, unit="episode",
-                               tensorboard=config.tensorboard, progress=self.progress if main else False, console=self.verbose and main,
-                               log_interval=config.log_interval, resume_after_step=self.num_updates if self.resumed_from is not None else None,
-                               initial=self.episodes)
+            return self._finished_result()
+        logger = self._logger()
         started = time.perf_counter()
         elapsed = lambda: self.elapsed_before + time.perf_counter() - started  # noqa: E731
         try:
             with StopRequest() as stop, self.world.failing():
-                while self.num_updates < total_updates:
-                    indices = self._next_prompts()  # the global batch; this rank rolls out its slice
-                    batch = self.rollout(rank_share(indices, self.world))
-                    stats = self.update(batch)
-                    self.num_updates += 1
-                    self.episodes += len(indices)
-                    row, mean_kl = self._row(batch, stats, elapsed())
-                    self.kl_controller.update(mean_kl, len(indices))
-                    logger.log(self.num_updates, self.episodes, row, ["env/score", "env/gold", "env/kl", "losses/approx_kl"])
+                if self.config.eval_before_training and self.num_updates == 0 and self.eval_prompts:
+                    logger.log(0, self.episodes, self._held_out_row(), ["eval/score"])
+                while self.num_updates < self.total_updates:
+                    self._one_update(logger, elapsed)
                     signal_name = self.world.agree_on_signal(stop.signal_name)
-                    due = config.checkpoint_interval and self.num_updates % config.checkpoint_interval == 0
+                    due = self.config.checkpoint_interval and self.num_updates % self.config.checkpoint_interval == 0
                     if self.run_dir is not None and (due or signal_name):
                         self.save_checkpoint(elapsed())
                     if signal_name:
@@ -464,85 +380,142 @@ class LMPPOTrainer:
             self.save_checkpoint(elapsed())
             self.save(self.run_dir / "policy")
         return {"updates": self.num_updates, "episodes": self.episodes, "seconds": elapsed(), "interrupted": self.interrupted,
-                "final_score": self.history[-1]["env/score"] if self.history else float("nan")}
+                "final_score": next((row["env/score"] for row in reversed(self.history) if "env/score" in row), float("nan"))}
 
-    @property
-    def finished(self) -> bool:
-        """Whether a resumed run has already made every update of total_episodes."""
-        return self.resumed_from is not None and self.num_updates >= self.config.total_episodes // self.config.batch_size
+    def _one_update(self, logger: MetricsLogger, elapsed) -> None:
+        """Collect, score, advantages, update; then log (with a held-out evaluation when one is due) and keep completions."""
+        timings = {}
+        started = time.perf_counter()
+        with torch.no_grad():
+            rollout = self.collect(self._next_prompts())
+            timings["time/generate"] = time.perf_counter() - started
+            rollout.first_epoch_order, layout = self.plan_first_epoch(len(rollout))
+            self.score(rollout, layout)
+            self.advantages(rollout)
+        timings["time/score"] = time.perf_counter() - started - timings["time/generate"]
+        stats = self.update(rollout)
+        timings["time/update"] = time.perf_counter() - started - timings["time/generate"] - timings["time/score"]
+        self.num_updates += 1
+        self.episodes += self.config.batch_size
+        row, mean_kl = self._row(rollout, stats, elapsed())
+        if mean_kl is not None:
+            self.kl_controller.update(mean_kl, self.config.batch_size)
+        if self.eval_prompts and (self.num_updates == self.total_updates or
+                                  (self.config.eval_interval and self.num_updates % self.config.eval_interval == 0)):
+            row |= self._held_out_row()
+        logger.log(self.num_updates, self.episodes, row | timings, ["env/score", "env/gold", "env/kl", "losses/approx_kl", "eval/score"])
+        if self.config.log_completions and self.world.is_main:
+            write_completions(self.run_dir, logger, completion_rows(rollout, self.num_updates, self.config.log_completions), self.num_updates)
+
+    def _logger(self) -> MetricsLogger:
+        main = self.world.is_main  # data parallel: the other ranks write and show nothing
+        if self.run_dir is not None and main:
+            write_run_info(self.run_dir, "lm_ppo", self.device, self.precision.name)
+            if self.resumed_from is not None:
+                drop_completions_after(self.run_dir, self.num_updates)
+        config = self.config
+        return MetricsLogger(self.run_dir if main else None, COLUMNS, total=self.total_updates * config.batch_size, unit="episode",
+                             tensorboard=config.tensorboard, progress=self.progress if main else False, console=self.verbose and main,
+                             log_interval=config.log_interval, resume_after_step=self.num_updates if self.resumed_from is not None else None,
+                             initial=self.episodes)
+
+    def _finished_result(self) -> dict:
+        if self.world.is_main and self.verbose:
+            print(f"ppokit: this run has finished ({self.num_updates} updates, {self.episodes} episodes); nothing to train. "
+                  "To train further, resume with total_episodes=N (the new total)")
+        return {"updates": self.num_updates, "episodes": self.episodes, "seconds": 0.0, "interrupted": None, "finished": True,
+                "final_score": float("nan")}
 
     def _next_prompts(self) -> list[int]:
         """The next batch of prompt indices: shuffled passes over the prompts, one after another."""
-        while len(self.prompt_queue) < self.config.batch_size:
+        count = self.config.prompts_per_batch
+        while len(self.prompt_queue) < count:
             order = list(range(len(self.prompts)))
             self.order_rng.shuffle(order)
             self.prompt_queue += order
-        indices, self.prompt_queue = self.prompt_queue[: self.config.batch_size], self.prompt_queue[self.config.batch_size :]
+        indices, self.prompt_queue = self.prompt_queue[:count], self.prompt_queue[count:]
         return indices
 
-    def _row(self, batch: dict, stats: dict[str, float], elapsed: float) -> tuple[dict[str, float], float]:
+    def _row(self, rollout: Rollout, stats: dict[str, float], elapsed: float) -> tuple[dict[str, float], float | None]:
         """The logged statistics of the update, over every rank's responses, and the mean summed KL for the KL controller."""
-        samples = batch["samples"]
-        mask = samples["mask"]
-        gold = [self.gold_reward(p, r) for p, r in zip(batch["prompts"], batch["responses"])] if self.gold_reward is not None else None
-        columns = [batch["raw_scores"], batch["scores"], batch["has_eos"], batch["rewards"].sum(1), mask.sum(1), batch["kl_sum"],
-                   torch.tensor(gold or [0.0] * len(batch["prompts"]))]
-        per_response = torch.stack([column.to(mask.device, torch.float64) for column in columns], 1)
-        raw_score, score, eos, reward_total, tokens, kl, gold_total = gather_batch(per_response, self.world).sum(0).tolist()
-        count = len(batch["prompts"]) * self.world.size
-        if self.world.distributed:
-            explained = explained_variance_from_sums(self.world.sum(explained_variance_sums(samples["values"], samples["returns"], mask)))
-        else:
-            explained = explained_variance(samples["values"], samples["returns"], mask)
+        mask, count = rollout.mask, len(rollout) * self.world.size
+        gold = [self.gold_reward(p, r) for p, r in zip(rollout.prompts, rollout.texts)] if self.gold_reward is not None else None
+        kl_sum = kl_k1(rollout.logprobs, rollout.ref_logprobs).mul(mask).sum(1) if rollout.kl is not None else torch.zeros(len(rollout))
+        columns = [rollout.responses.raw_scores, rollout.scores, rollout.has_eos, rollout.token_rewards.sum(1), mask.sum(1), kl_sum,
+                   torch.tensor(gold or [0.0] * len(rollout))]
+        per_response = gather_batch(torch.stack([column.to(mask.device, torch.float64) for column in columns], 1), self.world)
+        raw_score, score, eos, reward_total, tokens, kl, gold_total = per_response.sum(0).tolist()
         self.tokens += tokens
         row = {"episodes": self.episodes, "time_elapsed": elapsed, "charts/episodes_per_second": self.episodes / max(elapsed, 1e-9),
-               "charts/tokens_per_second": self.tokens / max(elapsed, 1e-9),
-               "env/score": raw_score / count, "env/score_normalized": score / count,
-               "env/kl": kl / count, "env/kl_coef": self.kl_controller.value, "env/response_length": tokens / count,
-               "env/eos_fraction": eos / count, "env/reward_total": reward_total / count, "losses/explained_variance": explained}
+               "charts/tokens_per_second": self.tokens / max(elapsed, 1e-9), "env/score": raw_score / count, "env/score_normalized": score / count,
+               "env/kl_coef": self.kl_controller.value, "env/response_length": tokens / count, "env/response_length_max": float(per_response[:, 4].max()),
+               "env/eos_fraction": eos / count, "env/clipped_fraction": 1.0 - eos / count, "env/reward_total": reward_total / count,
+               **rollout.extra}
+        if rollout.kl is not None:
+            row["env/kl"] = kl / count
+        if self.models.value_model is not None:
+            values = rollout.values * mask
+            row["losses/explained_variance"] = (explained_variance_from_sums(self.world.sum(explained_variance_sums(values, rollout.returns, mask)))
+                                                if self.world.distributed else explained_variance(values, rollout.returns, mask))
+        if self.config.estimator.needs_groups:
+            row["env/zero_variance_groups"] = self._zero_variance_share(rollout)
         if gold is not None:
             row["env/gold"] = gold_total / count
-        for name in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm", "first_ratio_deviation"):
-            if name in stats:
+        for name in ("policy_loss", "value_loss", "entropy", "kl", "approx_kl", "clipfrac", "grad_norm", "first_ratio_deviation"):
+            if name in stats and (name != "value_loss" or self.models.value_model is not None):
                 row[f"losses/{name}"] = stats[name]
-        return row, kl / count
+        return row, (kl / count if rollout.kl is not None else None)
+
+    def _zero_variance_share(self, rollout: Rollout) -> float:
+        """The share of groups whose scores are all equal (they get advantage 0 from a group estimator), over every rank."""
+        _, _, stds = group_statistics(rollout.scores.double(), rollout.group_ids)
+        per_group = stds.view(-1, self.config.samples_per_prompt)[:, 0]
+        zero, groups = self.world.sum(np.array([float((per_group == 0).sum()), float(per_group.numel())])).tolist()
+        return zero / groups
 
     # ------------------------------------------------------------------ evaluation and saving
-    @torch.no_grad()
-    def evaluate(self, prompts: list, gold_reward=None, greedy: bool = False, seed: int = 12345) -> dict[str, float]:
-        """Mean reward score, gold reward and summed KL to the reference of responses to ``prompts``
-        (the random state of training is left as it was)."""
-        kind = self.device.type
-        with torch.random.fork_rng(devices=[self.device.index or 0] if kind != "cpu" else [], device_type=kind if kind != "cpu" else "cuda"):
-            torch.manual_seed(seed)
-            settings = GenerationSettings(self.generation.max_new_tokens, self.generation.temperature, self.generation.top_k, self.generation.top_p, greedy)
-            sampled = self._sample(prompts, self._encode_prompts([(f"prompt {i + 1}", p) for i, p in enumerate(prompts)]), settings)
-            scored = self._score(sampled, policy_layout=None)
-            reshard(self.policy, self.reference)  # (FSDP: after forward passes without a backward)
-            kl = kl_k1(scored["logprobs"], scored["ref_logprobs"]).mul(sampled["mask"]).sum(1)
-            result = {"score": float(scored["raw_scores"].mean()), "kl": float(kl.mean()), "eos_fraction": float(sampled["has_eos"].float().mean()),
-                      "samples": list(zip(prompts[:5], sampled["responses"][:5]))}
-            if gold_reward is not None:
-                result["gold"] = sum(gold_reward(p, r) for p, r in zip(prompts, sampled["responses"])) / len(prompts)
-            return result
+    def _held_out_row(self) -> dict[str, float]:
+        result = self.evaluate()
+        k = self.config.eval_samples
+        row = {"eval/score": result["score"], "eval/response_length": result["response_length"]}
+        if k:
+            row |= {"eval/score_mean": result["score_mean"], "eval/pass@k": result[f"pass@{k}"]}
+        if "kl" in result:
+            row["eval/kl"] = result["kl"]
+        return row
+
+    def evaluate(self, prompts: list | None = None, samples: int | None = None, gold_reward=None, seed: int = 12345,
+                 pass_threshold: float | None = None) -> dict:
+        """Greedy and ``samples`` (default eval_samples) sampled responses to ``prompts`` (default: the held-out prompts), scored
+        with the reward: score, score_mean, pass@k, kl, eos_fraction, response_length, gold and gold_mean (``ppokit.lm.evaluation``).
+        The random state of training is left as it was."""
+        if prompts is None:
+            prompts, prompt_ids = self.eval_prompts, self.eval_prompt_ids
+        else:
+            prompt_ids = self._encode_prompts([(f"prompt {i + 1}", p) for i, p in enumerate(prompts)])
+        if not prompts:
+            raise ConfigError("no held-out prompts: set eval_prompts (a JSONL file) or pass prompts to evaluate()")
+        return evaluate_policy(self, prompts, prompt_ids, self.config.eval_samples if samples is None else samples,
+                               self.config.eval_pass_threshold if pass_threshold is None else pass_threshold, seed, gold_reward)
 
     def trained_policy(self):
         """The policy as a plain causal LM (a LoRA adapter merged into a copy of the base)."""
-        if hasattr(self.policy, "merge_and_unload"):
-            return copy.deepcopy(self.policy).merge_and_unload()
-        return self.policy
+        return self.models.trained_policy()
 
     def save(self, directory: str | Path) -> Path:
-        """The policy (LoRA merged) and tokenizer, loadable with load_causal_lm; the value model beside it.
+        """The policy (LoRA merged) and tokenizer, loadable with load_causal_lm; the value model (if any) beside it.
 
         Data parallel, every rank calls this (FSDP gathers the shards) and rank 0 alone writes."""
         directory = Path(directory)
+        value_model = self.models.value_model
         if self.sharded:
             save_sharded(self.policy, self.tokenizer, directory, self.world)
-            save_sharded(self.value_model, self.tokenizer, directory / "value_model", self.world)
+            if value_model is not None:
+                save_sharded(value_model, self.tokenizer, directory / "value_model", self.world)
         elif self.world.is_main:
             save_pretrained(self.trained_policy(), self.tokenizer, directory)
-            save_pretrained(self.value_model, self.tokenizer, directory / "value_model")
+            if value_model is not None:
+                save_pretrained(value_model, self.tokenizer, directory / "value_model")
         return directory
 
     def save_checkpoint(self, elapsed: float = 0.0) -> Path | None:
@@ -552,7 +525,7 @@ class LMPPOTrainer:
                  "elapsed_seconds": elapsed, "kl_controller": self.kl_controller.state_dict(),
                  "order_rng": python_random_state(self.order_rng), "prompt_queue": self.prompt_queue}
         arrays = {f"score_moments.{name}": value for name, value in self.score_moments.state_dict().items()}
-        return save_training_state(self.run_dir, self.num_updates, {"policy": self.policy, "value": self.value_model}, self.optimizer, state,
+        return save_training_state(self.run_dir, self.num_updates, self.models.trained, self.optimizer, state,
                                    self.config.keep_checkpoints, self.device, arrays, self.grad_scaler, self.world,
                                    rank_arrays={"rng.minibatch_order": self.minibatch_generator.get_state()})
 
@@ -560,16 +533,15 @@ class LMPPOTrainer:
     def resume(cls, run_dir: str | Path, overrides: dict | None = None, **kwargs) -> LMPPOTrainer:
         """The trainer of ``run_dir``'s newest checkpoint, ready to continue with ``train()``.
 
-        The config is the checkpoint's (``overrides`` may change ``device`` only); models, rewards
-        and prompts given in Python to the first run must be given again through ``kwargs``.
+        The config is the checkpoint's (``overrides`` may change ``device``, and ``total_episodes`` to train further);
+        models, rewards and prompts given in Python to the first run must be given again through ``kwargs``.
         """
         arrays, meta, checkpoint_dir = load_training_state(run_dir, "lm_ppo")
         config = LMPPOConfig.from_dict({**meta["config"], **resume_overrides(overrides, meta["config"], "total_episodes")},
                                        source=f"checkpoint {checkpoint_dir} config")
         trainer = cls(config, run_dir=checkpoint_dir.parent.parent, **kwargs)
         source = f"checkpoint {str(checkpoint_dir)!r}"
-        restore_training_state(arrays, meta, source, {"policy": trainer.policy, "value": trainer.value_model}, trainer.optimizer,
-                               trainer.device, trainer.grad_scaler, trainer.world)
+        restore_training_state(arrays, meta, source, trainer.models.trained, trainer.optimizer, trainer.device, trainer.grad_scaler, trainer.world)
         try:
             trainer.num_updates, trainer.episodes = int(meta["num_updates"]), int(meta["episodes"])
             trainer.tokens, trainer.elapsed_before = float(meta["tokens"]), float(meta["elapsed_seconds"])
