@@ -111,6 +111,38 @@ def one_update(case: str, split_over: int, update: bool = True) -> np.ndarray:
     return flat_weights(policy)
 
 
+def lm_group_update(spec: dict, update: bool = True) -> np.ndarray:
+    """One language-model update of a group estimator on a fixed batch of 8 responses (4 prompts x 2 samples, unequal
+    lengths, some without EOS), each rank on its whole groups; the policy's weights after it, flattened."""
+    import random
+
+    import torch
+
+    from ppokit.lm.config import LMPPOConfig
+    from ppokit.lm.parallel import rank_share
+    from ppokit.lm.ppo import LMPPOTrainer
+    from ppokit.lm.rollout import Responses
+
+    world = current_world()
+    config = LMPPOConfig.from_dict(spec["config"])
+    trainer = LMPPOTrainer(config, reward=lambda prompt, response: 0.0, prompts=spec["prompts"], progress=False, verbose=False)
+    rng, tokenizer = random.Random(3), trainer.tokenizer
+    digits = [tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)]
+    indices = [i for i in range(4) for _ in range(2)]
+    responses = [[rng.choice(digits) for _ in range(rng.randint(1, 6))] + ([tokenizer.eos_token_id] if row % 3 else []) for row in range(8)]
+    batch = Responses(indices, [trainer.prompts[i] for i in indices], [trainer.prompt_ids[i] for i in indices], responses,
+                      [tokenizer.decode(r) for r in responses], torch.tensor([bool(row % 3) for row in range(8)]),
+                      torch.tensor([0.1 * rng.randint(0, 10) for _ in range(8)]))
+    rollout = trainer._padded(batch.take(rank_share(list(range(8)), world)))
+    rollout.first_epoch_order, layout = trainer.plan_first_epoch(len(rollout))
+    with torch.no_grad():
+        trainer.score(rollout, layout)
+        trainer.advantages(rollout)
+    if update:
+        trainer.update(rollout)
+    return np.concatenate([p.detach().double().numpy().ravel() for _, p in sorted(trainer.policy.named_parameters())])
+
+
 def flat_weights(policy) -> np.ndarray:
     """Every array of the policy's state (weights, log-std, normalizer statistics), flattened in name order."""
     state = policy.state_dict()
@@ -150,6 +182,8 @@ def main() -> None:
         if case in UPDATE_CASES:
             weights = one_update(case, world.size)
             np.save(out / f"weights-rank{world.rank}.npy", weights)
+        elif case == "lm-group-update":
+            np.save(out / f"weights-rank{world.rank}.npy", lm_group_update(json.loads(sys.argv[3])))
         elif case == "train":
             with world.failing():
                 train(out, json.loads(sys.argv[3]))

@@ -123,6 +123,30 @@ def test_ppo_two_ranks_make_the_single_process_updates_and_resume_exactly(ppo_se
         assert json.loads(generated.stdout.splitlines()[-1])["prompt"] == "3 1 2 ="
 
 
+@pytest.mark.parametrize("estimator", ["grpo", "rloo"])
+def test_group_estimator_two_ranks_make_the_single_process_update(saved_model, tmp_path, estimator):
+    """A fixed batch of 4 groups of 2 responses: 2 ranks holding 2 whole groups each make the update one process makes on
+    all 8 (group statistics, the loss aggregated over sequences, the KL term in the loss, gradient accumulation)."""
+    import numpy as np
+    from distributed_worker import lm_group_update
+
+    spec = {"prompts": _prompts(4), "config": {
+        "policy": str(saved_model), "advantage_estimator": estimator, "samples_per_prompt": 2, "kl_penalty": "loss", "kl_coef": 0.1,
+        "loss_aggregation": "seq-mean-token-mean", "batch_size": 8, "minibatch_size": 8, "grad_accum_steps": 2, "n_epochs": 2, "max_new_tokens": 7,
+        "learning_rate": 1e-4, "torch_threads": 1, "tensorboard": False, "seed": 3}}
+    worker = Path(__file__).parent / "distributed_worker.py"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker), "lm-group-update", str(tmp_path),
+               json.dumps(spec)]
+    result = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), OMP_NUM_THREADS="1"),
+                            timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rank0, rank1 = (np.load(tmp_path / f"weights-rank{rank}.npy") for rank in (0, 1))
+    np.testing.assert_array_equal(rank0, rank1)
+    single = lm_group_update(spec)  # this process: a world of one, on all 8 responses
+    assert np.abs(rank0 - single).max() < TOLERANCE
+    assert np.abs(single - lm_group_update(spec, update=False)).max() > 1e-5  # the update moved the weights: the comparison says something
+
+
 # ---------------------------------------------------------------- SFT and the reward model
 def _supervised_rows(folder: Path, kind: str) -> dict:
     rng = random.Random(0)

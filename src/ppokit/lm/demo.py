@@ -158,13 +158,14 @@ def _plot(history: list[dict], results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (curve, bars) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [2, 1]})
+    history = [row for row in history if "env/score" in row]  # (not a held-out evaluation's row alone)
     episodes = [row["episodes"] for row in history]
     curve.plot(episodes, [row.get("env/gold", float("nan")) for row in history], label="gold reward")
     curve.plot(episodes, [row["env/score"] for row in history], label="reward used by PPO")
     curve.set_xlabel("episodes")
     curve.set_ylabel("mean per batch")
     kl_axis = curve.twinx()
-    kl_axis.plot(episodes, [row["env/kl"] for row in history], color="gray", linestyle="--", label="KL to reference")
+    kl_axis.plot(episodes, [row.get("env/kl", float("nan")) for row in history], color="gray", linestyle="--", label="KL to reference")
     kl_axis.set_ylabel("KL (nats per response)")
     lines = curve.get_lines() + kl_axis.get_lines()
     curve.legend(lines, [line.get_label() for line in lines], loc="lower right")

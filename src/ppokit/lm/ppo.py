@@ -82,6 +82,15 @@ def per_token_rewards(scores: torch.Tensor, kl: torch.Tensor | None, mask: torch
     return rewards
 
 
+def check_batch_layout(config: LMPPOConfig, world) -> None:
+    """Data parallel: batch_size and minibatch_size split over the processes, each one's share in whole groups."""
+    check_divisible({"batch_size": config.batch_size, "minibatch_size": config.minibatch_size}, world)
+    if (config.batch_size // world.size) % config.samples_per_prompt:
+        raise ConfigError(f"batch_size={config.batch_size} over {world.size} processes gives each {config.batch_size // world.size} responses, "
+                          f"not whole groups of samples_per_prompt={config.samples_per_prompt}; a group stays in one process "
+                          f"(make batch_size a multiple of {world.size * config.samples_per_prompt})")
+
+
 class LMPPOTrainer:
     """PPO (or a critic-free estimator) of ``policy`` against ``reward``. Everything not given is loaded from the paths in ``config``.
 
@@ -101,7 +110,7 @@ class LMPPOTrainer:
         self.world = current_world(device.type)  # data parallel under torchrun (ppokit.distributed)
         self.device = rank_device(config.device, device, self.world)
         self.world.check_same("the config", config.to_dict())
-        self._check_batch_layout()
+        check_batch_layout(config, self.world)
         self.sharded = self.world.distributed and config.parallel == "fsdp"
         self.precision = Precision.resolve(config.precision, self.device)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.policy)
@@ -151,14 +160,6 @@ class LMPPOTrainer:
         """Whether the rollout scores the policy's log-probs: needed for a KL in the reward, and as the old log-probs
         of every epoch after the first. One epoch without them takes its old log-probs from its own forward pass."""
         return self.config.n_epochs > 1 or (self.models.uses_reference and self.config.kl_penalty == "reward")
-
-    def _check_batch_layout(self) -> None:
-        config, world = self.config, self.world
-        check_divisible({"batch_size": config.batch_size, "minibatch_size": config.minibatch_size}, world)
-        if (config.batch_size // world.size) % config.samples_per_prompt:
-            raise ConfigError(f"batch_size={config.batch_size} over {world.size} processes gives each {config.batch_size // world.size} responses, "
-                              f"not whole groups of samples_per_prompt={config.samples_per_prompt}; a group stays in one process "
-                              f"(make batch_size a multiple of {world.size * config.samples_per_prompt})")
 
     def _load_prompts(self, given: list | None, path: str | None, kind: str) -> tuple[list, list[list[int]]]:
         located = [(f"{kind} {i + 1}", p) for i, p in enumerate(given)] if given is not None else \
@@ -453,6 +454,8 @@ class LMPPOTrainer:
                **rollout.extra}
         if rollout.kl is not None:
             row["env/kl"] = kl / count
+        elif "kl" in stats:  # kl_penalty: loss, nothing scored at sampling time: the update's mean k3 per token, per response
+            row["env/kl"] = stats["kl"] * tokens / count
         if self.models.value_model is not None:
             values = rollout.values * mask
             row["losses/explained_variance"] = (explained_variance_from_sums(self.world.sum(explained_variance_sums(values, rollout.returns, mask)))
