@@ -89,18 +89,14 @@ def test_kl_penalty_loss_keeps_the_reward_free_of_kl_and_adds_the_k3_term(saved_
 
 
 def test_one_epoch_takes_its_old_logprobs_from_its_own_pass_instead_of_scoring_twice(saved_model):
-    trainer = _trainer(saved_model, n_epochs=1, kl_penalty="loss", batch_size=8, minibatch_size=8)
-    calls = _forward_counter(trainer.policy)
-    rollout = trainer.rollout([0, 1])
-    scoring_passes = [shape for shape in calls if shape[1] > 1]  # generation steps after the first feed one new token each
-    assert rollout.logprobs is None
-    generated = len(scoring_passes)  # the generation's prompt passes only
-    stats = trainer.update(rollout)
-    assert stats["first_ratio_deviation"] == 0.0
-    assert len([shape for shape in calls if shape[1] > 1]) == generated + 1  # one forward pass: the update's own
-
-    twice = _trainer(saved_model, n_epochs=2, kl_penalty="loss", batch_size=8, minibatch_size=8)
-    assert twice.rollout([0, 1]).logprobs is not None  # a second epoch needs the old log-probs kept
+    for epochs, scored in ((1, False), (2, True)):
+        trainer = _trainer(saved_model, n_epochs=epochs, kl_penalty="loss", batch_size=8, minibatch_size=8)
+        calls = _forward_counter(trainer.policy)
+        rollout = trainer.rollout([0, 1])
+        # the generation's prompt pass (its later steps feed one token each); a scoring pass adds its own
+        multi_token = [shape for shape in calls if shape[1] > 1]
+        assert (rollout.logprobs is not None) == scored and (len(multi_token) > 1) == scored, multi_token
+        assert trainer.update(rollout)["first_ratio_deviation"] == 0.0
 
 
 def test_dynamic_sampling_replaces_groups_of_equal_rewards(saved_model, tmp_path):

@@ -213,6 +213,10 @@ class LMPPOConfig(ConfigBase, _RunSettings, UpdateFields):
     """Dtype of the reference and reward models, which never train; 'auto': that of the trained weights."""
     offload_reference: bool = False
     """Keep the reference model (and a reward model) on the CPU between uses, moving it to the device to score."""
+    share_prompt_pass: bool = True
+    """Run each distinct prompt of a forward pass through the model once and reuse its keys and values for every response
+    to it (the samples_per_prompt responses of a group): the same log-probs up to rounding, for a fraction of the compute.
+    Off by itself under gradient_checkpointing (which drops the cache) and parallel=fsdp."""
 
     # --- reward shaping ---
     kl_estimator: Literal["k1", "k3"] = "k1"

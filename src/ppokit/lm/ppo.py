@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 import time
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +59,7 @@ from ppokit.lm.ppo_models import PPOModels
 from ppokit.lm.precision import Precision
 from ppokit.lm.rewards import ResponseBatch
 from ppokit.lm.rollout import Responses, Rollout, pad_responses, sample
-from ppokit.lm.scoring import in_chunks, response_logits, response_logprobs, response_values
-from ppokit.lm.sequences import token_entropy, token_logprobs
+from ppokit.lm.scoring import in_chunks, logprobs_and_entropy, pad_columns, response_logits, response_logprobs, response_values, trim_padding
 from ppokit.run_logging import MetricsLogger
 from ppokit.signals import StopRequest
 
@@ -143,6 +142,7 @@ class LMPPOTrainer:
         self.resumed_from: Path | None = None
         self.interrupted: str | None = None
         self.history: list[dict[str, float]] = []
+        self.stage_seconds = {"time/generate": 0.0, "time/score": 0.0, "time/update": 0.0}  # of the update under way
         self.progress, self.verbose = progress, verbose
 
     # the models, by the names the tests and users reach them with
@@ -186,11 +186,22 @@ class LMPPOTrainer:
     def _sample_group_rows(self, prompt_indices: list[int]) -> Rollout:
         """Sample this rank's rows of a global batch of prompts (each prompt samples_per_prompt times) and score the texts."""
         rows = rank_share([i for i in prompt_indices for _ in range(self.config.samples_per_prompt)], self.world)
-        responses = sample(self.policy, self.tokenizer, rows, [self.prompts[i] for i in rows], [self.prompt_ids[i] for i in rows], self.generation,
-                           self.precision, self.device, self.config.generation_batch_size, synced=self.sharded)
+        with self._timed("generate"):
+            responses = sample(self.policy, self.tokenizer, rows, [self.prompts[i] for i in rows], [self.prompt_ids[i] for i in rows],
+                               self.generation, self.precision, self.device, self.config.generation_batch_size, synced=self.sharded)
         rollout = self._padded(responses)
-        responses.raw_scores = self.reward_scores(rollout)
+        with self._timed("score"):
+            responses.raw_scores = self.reward_scores(rollout)
         return rollout
+
+    @contextmanager
+    def _timed(self, stage: str):
+        """Add the seconds spent in the block to this update's time/<stage>."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds[f"time/{stage}"] += time.perf_counter() - started
 
     def _padded(self, responses: Responses) -> Rollout:
         group_ids = torch.arange(len(responses)) // self.config.samples_per_prompt
@@ -235,9 +246,18 @@ class LMPPOTrainer:
         return (scores.max(1).values > scores.min(1).values).tolist()
 
     # ------------------------------------------------------------------ 2. score
+    def minibatch_order(self, count: int) -> torch.Tensor:
+        """A permutation of the rows for one epoch, from the update's own minibatch generator. With groups, whole groups are
+        shuffled and their rows stay together: a micro-batch then holds whole groups, whose prompt runs once."""
+        n = self.config.samples_per_prompt
+        if n == 1:
+            return torch.randperm(count, generator=self.minibatch_generator)
+        groups = torch.randperm(count // n, generator=self.minibatch_generator)
+        return (groups.unsqueeze(1) * n + torch.arange(n)).flatten()
+
     def plan_first_epoch(self, count: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The update's first-epoch permutation (from the update's own minibatch generator) and its micro-batches."""
-        permutation = torch.randperm(count, generator=self.minibatch_generator)
+        """The update's first-epoch permutation and its micro-batches (the old log-probs are scored in them)."""
+        permutation = self.minibatch_order(count)
         layout = [minibatch[part].to(self.device) for minibatch in minibatch_indices(count, self.settings.minibatch_size, permutation=permutation)
                   for part in micro_batch_slices(len(minibatch), self.config.grad_accum_steps)]
         return permutation, layout
@@ -251,20 +271,27 @@ class LMPPOTrainer:
             try:
                 rollout.logprobs = torch.empty_like(rollout.mask)
                 for rows in layout:
-                    rollout.logprobs[rows] = response_logprobs(self.policy, rollout, rows, self.precision, self.config.temperature)
+                    rollout.logprobs[rows] = response_logprobs(self.policy, rollout, rows, self.precision, self.config.temperature,
+                                                               self.models.share_prompts)
             finally:
                 self.models.training_mode(False)
         if self.models.uses_reference:
             rollout.ref_logprobs = self.reference_logprobs(rollout)
         if self.models.value_model is not None:
-            rollout.values = in_chunks(lambda rows: response_values(self.models.value_scores, rollout.sequence_ids[rows], rollout.sequence_mask[rows],
-                                                                    rollout.prompt_width, self.precision), len(rollout), self.forward_batch_size, self.device)
+            rollout.values = in_chunks(self._values_of(rollout), len(rollout), self.forward_batch_size, self.device)
+
+    def _values_of(self, rollout: Rollout):
+        def values(rows: torch.Tensor) -> torch.Tensor:
+            ids, mask, _, width = trim_padding(rollout.sequence_ids[rows], rollout.sequence_mask[rows], rollout.response_ids[rows], rollout.prompt_width)
+            return pad_columns(response_values(self.models.value_scores, ids, mask, width, self.precision), rollout.response_ids.shape[1])
+
+        return values
 
     def reference_logprobs(self, rollout: Rollout) -> torch.Tensor:
         """Log-probs of the sampled responses under the reference (with LoRA: the policy with its adapter off)."""
         def logprobs(model):
-            return in_chunks(lambda rows: response_logprobs(model, rollout, rows, self.precision, self.config.temperature), len(rollout),
-                             self.forward_batch_size, self.device)
+            return in_chunks(lambda rows: response_logprobs(model, rollout, rows, self.precision, self.config.temperature, self.models.share_prompts),
+                             len(rollout), self.forward_batch_size, self.device)
 
         if self.reference is None:
             with self.policy.disable_adapter():
@@ -320,22 +347,25 @@ class LMPPOTrainer:
     # ------------------------------------------------------------------ 4. update
     def update(self, rollout: Rollout) -> dict[str, float]:
         """One ppokit.core PPO update on a rollout's samples (sequences are the sample axis)."""
-        width, temperature = rollout.prompt_width, self.config.temperature
+        full_width = rollout.response_ids.shape[1]
 
         def evaluate(minibatch):
-            logits = response_logits(self.models.policy_update, minibatch["sequence_ids"], minibatch["sequence_mask"], width, self.precision)
-            logprob = token_logprobs(logits, minibatch["responses"], temperature)
-            with nullcontext() if self.config.ent_coef else torch.no_grad():  # without a bonus entropy is only reported
-                entropy = token_entropy(logits, temperature)
-            values = None if self.models.value_update is None else \
-                response_values(self.models.value_update, minibatch["sequence_ids"], minibatch["sequence_mask"], width, self.precision)
-            return logprob, entropy, values
+            ids, mask, responses, width = trim_padding(minibatch["sequence_ids"], minibatch["sequence_mask"], minibatch["responses"],
+                                                       rollout.prompt_width)
+            if self.sharded:
+                logits = response_logits(self.models.policy_update, ids, mask, width, self.precision)
+            else:
+                logits = self.models.policy_update(ids, mask, width)
+            logprob, entropy = logprobs_and_entropy(logits, responses, self.config.temperature, entropy_grad=bool(self.config.ent_coef))
+            values = None if self.models.value_update is None else response_values(self.models.value_update, ids, mask, width, self.precision)
+            return tuple(None if x is None else pad_columns(x, full_width) for x in (logprob, entropy, values))
 
         first_epoch = rollout.first_epoch_order
         self.models.training_mode(True)
         try:
-            return ppo_update(evaluate, self.optimizer, self.parameters, rollout.samples(), self.settings, generator=self.minibatch_generator,
-                              order=lambda epoch: first_epoch if epoch == 0 else None, grad_scaler=self.grad_scaler, world=self.world,
+            return ppo_update(evaluate, self.optimizer, self.parameters, rollout.samples(), self.settings,
+                              order=lambda epoch: first_epoch if epoch == 0 else self.minibatch_order(len(rollout)), grad_scaler=self.grad_scaler,
+                              world=self.world,
                               ddp_modules=self.models.ddp_modules)
         finally:
             self.models.training_mode(False)
@@ -385,17 +415,16 @@ class LMPPOTrainer:
 
     def _one_update(self, logger: MetricsLogger, elapsed) -> None:
         """Collect, score, advantages, update; then log (with a held-out evaluation when one is due) and keep completions."""
-        timings = {}
-        started = time.perf_counter()
+        self.stage_seconds = {"time/generate": 0.0, "time/score": 0.0, "time/update": 0.0}
         with torch.no_grad():
             rollout = self.collect(self._next_prompts())
-            timings["time/generate"] = time.perf_counter() - started
             rollout.first_epoch_order, layout = self.plan_first_epoch(len(rollout))
-            self.score(rollout, layout)
-            self.advantages(rollout)
-        timings["time/score"] = time.perf_counter() - started - timings["time/generate"]
-        stats = self.update(rollout)
-        timings["time/update"] = time.perf_counter() - started - timings["time/generate"] - timings["time/score"]
+            with self._timed("score"):
+                self.score(rollout, layout)
+                self.advantages(rollout)
+        with self._timed("update"):
+            stats = self.update(rollout)
+        timings = dict(self.stage_seconds)
         self.num_updates += 1
         self.episodes += self.config.batch_size
         row, mean_kl = self._row(rollout, stats, elapsed())

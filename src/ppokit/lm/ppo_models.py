@@ -20,6 +20,7 @@ from ppokit.lm.models import disable_dropout, enable_gradient_checkpointing, loa
 from ppokit.lm.parallel import Forwarding, data_parallel, ddp_wrappers, shard
 from ppokit.lm.reward_model import token_scores
 from ppokit.lm.rewards import FunctionReward, RewardModelReward, SumReward, load_function
+from ppokit.lm.scoring import response_logits
 
 
 class PPOModels:
@@ -39,10 +40,22 @@ class PPOModels:
         self.value_model = self._build_value_model(value_model) if config.uses_value_model else None
         self._place(forward_batch_size)
         self.value_scores = Forwarding(self.value_model, token_scores) if self.value_model is not None else None
-        self.policy_update = data_parallel(self.policy, world, config.parallel)
+        # FSDP shards the policy itself (generation runs it directly); DDP wraps the one forward() of a micro-batch's logits
+        self.policy_logits = self.policy if sharded else Forwarding(self.policy, self.logits)
+        self.policy_update = data_parallel(self.policy_logits, world, config.parallel)
         self.value_update = data_parallel(self.value_scores, world, config.parallel) if self.value_scores is not None else None
         if sharded and self.reference is not None:  # a whole copy of the policy would not fit either
             shard(self.reference, world)
+
+    @property
+    def share_prompts(self) -> bool:
+        """Whether forward passes run each distinct prompt once (``share_prompt_pass``): not where gradient checkpointing
+        drops the key/value cache, nor with FSDP."""
+        return self.config.share_prompt_pass and not self.config.gradient_checkpointing and not self.sharded
+
+    def logits(self, model, sequence_ids: torch.Tensor, sequence_mask: torch.Tensor, prompt_width: int) -> torch.Tensor:
+        """Response-token logits of ``model`` (the policy, its DDP wrapper's module, or the reference)."""
+        return response_logits(model, sequence_ids, sequence_mask, prompt_width, self.precision, self.share_prompts)
 
     @property
     def trained(self) -> dict[str, torch.nn.Module]:
