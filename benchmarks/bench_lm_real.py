@@ -115,12 +115,12 @@ def write_report(before: dict, runs: list[dict], args) -> None:
             chosen = [r for r in runs if r["pair"] == pair and r["library_name"] == library]
             if not chosen:
                 continue
-            median = lambda key: statistics.median(r[key] for r in chosen)  # noqa: E731
-            held = lambda key: statistics.median(r["held_out"][key] for r in chosen)  # noqa: E731
-            name = chosen[0]["library"]
-            lines.append(f"| {pair} | {name} | {median('episodes_per_second'):.2f} | {median('tokens_per_second'):.1f} | "
-                         f"{median('time_generate'):.0f} / {median('time_score'):.0f} / {median('time_update'):.0f} | {median('peak_rss_mib'):,.0f} | "
-                         f"{statistics.median(r['reward_curve'][-1] for r in chosen):.3f} | {held('score'):.3f} | {held(f'pass@{k}'):.3f} |")
+            median = {key: statistics.median(r[key] for r in chosen) for key in ("episodes_per_second", "tokens_per_second", "time_generate",
+                                                                                  "time_score", "time_update", "peak_rss_mib")}
+            held = {key: statistics.median(r["held_out"][key] for r in chosen) for key in ("score", f"pass@{k}")}
+            lines.append(f"| {pair} | {chosen[0]['library']} | {median['episodes_per_second']:.2f} | {median['tokens_per_second']:.1f} | "
+                         f"{median['time_generate']:.0f} / {median['time_score']:.0f} / {median['time_update']:.0f} | {median['peak_rss_mib']:,.0f} | "
+                         f"{statistics.median(r['reward_curve'][-1] for r in chosen):.3f} | {held['score']:.3f} | {held[f'pass@{k}']:.3f} |")
     ratios = []
     for pair in args.pairs:
         per_seed = [next(r for r in runs if r["pair"] == pair and r["seed"] == s and r["library_name"] == "ppokit")["episodes_per_second"] /

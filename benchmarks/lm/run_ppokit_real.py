@@ -5,12 +5,10 @@ update from progress.csv's time/* columns), the peak RSS and the mean reward of 
 Usage: python run_ppokit_real.py SETTINGS.json OUT.json
 """
 
-import csv
 import json
 import resource
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -31,17 +29,17 @@ def main(settings_path: str, out_path: str) -> None:
         values |= {"samples_per_prompt": h["samples_per_prompt"], "kl_penalty": "loss"}
     else:
         values |= {"clip_range_vf": h["clip_range_vf"], "vf_coef": h["vf_coef"], "gamma": h["gamma"], "gae_lambda": h["gae_lambda"]}
-    run_dir = Path(settings["output_dir"]).parent / "ppokit-run"
-    trainer = LMPPOTrainer(LMPPOConfig.from_dict(values), run_dir=run_dir, progress=False, verbose=False)
+    # no run dir: no checkpoints (trl's runs write none either); the logged rows stay in trainer.history
+    trainer = LMPPOTrainer(LMPPOConfig.from_dict(values), run_dir=None, progress=False, verbose=False)
     started = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - started
     trainer.save(settings["output_dir"])
-    rows = [row for row in csv.DictReader(open(run_dir / "progress.csv")) if row["env/score"]]
-    split = {name: sum(float(row[f"time/{name}"]) for row in rows) for name in ("generate", "score", "update")}
+    rows = [row for row in trainer.history if "env/score" in row]
+    split = {name: sum(row[f"time/{name}"] for row in rows) for name in ("generate", "score", "update")}
     json.dump({"library": "ppokit", "episodes": result["episodes"], "train_seconds": seconds, "episodes_per_second": result["episodes"] / seconds,
                "generated_tokens": trainer.tokens, "tokens_per_second": trainer.tokens / seconds,
-               **{f"time_{name}": value for name, value in split.items()}, "reward_curve": [float(row["env/score"]) for row in rows],
+               **{f"time_{name}": value for name, value in split.items()}, "reward_curve": [row["env/score"] for row in rows],
                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}, open(out_path, "w"))
 
 

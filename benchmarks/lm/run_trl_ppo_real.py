@@ -93,8 +93,9 @@ def main(settings_path: str, out_path: str) -> None:
         gamma=h["gamma"], lam=h["gae_lambda"], max_grad_norm=h["max_grad_norm"], local_rollout_forward_batch_size=h["batch_size"],
         num_sample_generations=0, save_strategy="no", logging_steps=1, dataloader_drop_last=True, whiten_rewards=False,
     )
-    trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=reference, reward_model=FunctionRewardModel(tokenizer, reward, timings),
-                         train_dataset=dataset, value_model=value_model)
+    reward_model = FunctionRewardModel(tokenizer, reward, timings)
+    trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=reference, reward_model=reward_model, train_dataset=dataset,
+                         value_model=value_model)
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started

@@ -104,10 +104,22 @@ def _save_tensors(arrays: dict, path: Path, metadata: dict[str, str]) -> None:
     if any(not isinstance(array, np.ndarray) and hasattr(array, "detach") for array in arrays.values()):
         from safetensors.torch import save_file as save_torch_file
 
-        # one contiguous CPU copy each (from any device): safetensors refuses views and tensors sharing storage
-        save_torch_file({name: t.detach().to("cpu", copy=True).contiguous() for name, t in arrays.items()}, str(path), metadata=metadata)
+        seen: set[int] = set()
+        save_torch_file({name: _writable(t.detach(), seen) for name, t in arrays.items()}, str(path), metadata=metadata)
     else:
         save_file({name: np.array(array, order="C") for name, array in arrays.items()}, str(path), metadata=metadata)
+
+
+def _writable(tensor, seen: set[int]):
+    """The tensor as safetensors writes it: itself when it is a contiguous CPU tensor owning its whole storage, else a copy
+    (safetensors refuses views and tensors sharing storage). Copying every tensor would hold a second checkpoint in memory."""
+    storage = tensor.untyped_storage() if tensor.device.type == "cpu" else None
+    owns_storage = storage is not None and tensor.is_contiguous() and tensor.storage_offset() == 0 and \
+        storage.nbytes() == tensor.numel() * tensor.element_size() and storage.data_ptr() not in seen
+    if owns_storage:
+        seen.add(storage.data_ptr())
+        return tensor
+    return tensor.to("cpu", copy=True).contiguous()
 
 
 def _read_pair(directory: Path, meta_name: str, weights_name: str, expected_format: str, supported_version: int, kind: str,

@@ -59,7 +59,7 @@ from ppokit.lm.ppo_models import PPOModels
 from ppokit.lm.precision import Precision
 from ppokit.lm.rewards import ResponseBatch
 from ppokit.lm.rollout import Responses, Rollout, pad_responses, sample
-from ppokit.lm.scoring import in_chunks, logprobs_and_entropy, pad_columns, response_logits, response_logprobs, response_values, trim_padding
+from ppokit.lm.scoring import in_chunks, logprobs_and_entropy, pad_columns, response_logits, response_logprobs, trim_padding
 from ppokit.run_logging import MetricsLogger
 from ppokit.signals import StopRequest
 
@@ -283,7 +283,7 @@ class LMPPOTrainer:
     def _values_of(self, rollout: Rollout):
         def values(rows: torch.Tensor) -> torch.Tensor:
             ids, mask, _, width = trim_padding(rollout.sequence_ids[rows], rollout.sequence_mask[rows], rollout.response_ids[rows], rollout.prompt_width)
-            return pad_columns(response_values(self.models.value_scores, ids, mask, width, self.precision), rollout.response_ids.shape[1])
+            return pad_columns(self.models.value_scores(ids, mask, width), rollout.response_ids.shape[1])
 
         return values
 
@@ -357,7 +357,7 @@ class LMPPOTrainer:
             else:
                 logits = self.models.policy_update(ids, mask, width)
             logprob, entropy = logprobs_and_entropy(logits, responses, self.config.temperature, entropy_grad=bool(self.config.ent_coef))
-            values = None if self.models.value_update is None else response_values(self.models.value_update, ids, mask, width, self.precision)
+            values = None if self.models.value_update is None else self.models.value_update(ids, mask, width)
             return tuple(None if x is None else pad_columns(x, full_width) for x in (logprob, entropy, values))
 
         first_epoch = rollout.first_epoch_order

@@ -18,9 +18,8 @@ from ppokit.errors import ConfigError
 from ppokit.lm.config import LMPPOConfig
 from ppokit.lm.models import disable_dropout, enable_gradient_checkpointing, load_causal_lm, load_scalar_model, load_tokenizer, resize_for_tokenizer
 from ppokit.lm.parallel import Forwarding, data_parallel, ddp_wrappers, shard
-from ppokit.lm.reward_model import token_scores
 from ppokit.lm.rewards import FunctionReward, RewardModelReward, SumReward, load_function
-from ppokit.lm.scoring import response_logits
+from ppokit.lm.scoring import response_logits, response_values
 
 
 class PPOModels:
@@ -39,7 +38,7 @@ class PPOModels:
         self.policy, self.reference = self._build_policy_and_reference(policy, reference)
         self.value_model = self._build_value_model(value_model) if config.uses_value_model else None
         self._place(forward_batch_size)
-        self.value_scores = Forwarding(self.value_model, token_scores) if self.value_model is not None else None
+        self.value_scores = Forwarding(self.value_model, self.values) if self.value_model is not None else None
         # FSDP shards the policy itself (generation runs it directly); DDP wraps the one forward() of a micro-batch's logits
         self.policy_logits = self.policy if sharded else Forwarding(self.policy, self.logits)
         self.policy_update = data_parallel(self.policy_logits, world, config.parallel)
@@ -54,8 +53,13 @@ class PPOModels:
         return self.config.share_prompt_pass and not self.config.gradient_checkpointing and not self.sharded
 
     def logits(self, model, sequence_ids: torch.Tensor, sequence_mask: torch.Tensor, prompt_width: int) -> torch.Tensor:
-        """Response-token logits of ``model`` (the policy, its DDP wrapper's module, or the reference)."""
+        """Response-token logits of ``model`` (the policy, or the module inside its DDP wrapper)."""
         return response_logits(model, sequence_ids, sequence_mask, prompt_width, self.precision, self.share_prompts)
+
+    def values(self, model, sequence_ids: torch.Tensor, sequence_mask: torch.Tensor, prompt_width: int) -> torch.Tensor:
+        """The value model's estimate before each response token, [B, R] (``value_scores`` runs this as its forward())."""
+        with self.precision.autocast():
+            return response_values(model, sequence_ids, sequence_mask, prompt_width, self.share_prompts)
 
     @property
     def trained(self) -> dict[str, torch.nn.Module]:
