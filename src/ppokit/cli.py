@@ -59,7 +59,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="train a policy on a Gymnasium environment",
         description="Train PPO on ENV_ID. Config precedence: defaults < preset < --config FILE < key=value overrides < flags.",
         epilog="examples: ppokit train CartPole-v1 --seed 1 learning_rate=1e-3 n_envs=16;  ppokit train --resume runs/CartPole-v1-seed1-...",
+        add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_keys_help(train, "train")
     train.add_argument("env_id", metavar="ENV_ID", nargs="?", help="a registered Gymnasium id, e.g. CartPole-v1 (or module:Id)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint (its config, schedules and logs)")
     train.add_argument("--preset", metavar="NAME", help="hyperparameter preset (default: the preset named ENV_ID if there is one; see `ppokit presets`)")
@@ -98,6 +100,12 @@ def _build_parser() -> argparse.ArgumentParser:
     envs = sub.add_parser("envs", help="list registered Gymnasium environment ids", description="List the environment ids registered with Gymnasium.")
     envs.add_argument("filter", nargs="?", default="", help="only ids containing this text")
     envs.set_defaults(handler=_envs)
+
+    keys = sub.add_parser("keys", help="list the config keys of a command, with defaults and meanings",
+                          description="Every config key of `ppokit train` (train) or `ppokit lm sft|rm|ppo` (sft, rm, ppo): its default and meaning.")
+    keys.add_argument("command_name", metavar="COMMAND", choices=["train", "sft", "rm", "ppo"], help="train, sft, rm or ppo")
+    keys.add_argument("--markdown", action="store_true", help="as a markdown table (the README's)")
+    keys.set_defaults(handler=_keys)
 
     from ppokit.lm.cli import add_lm_parser
 
@@ -273,6 +281,34 @@ def _envs(args) -> int:
         if args.filter.lower() in env_id.lower():
             print(env_id)
     return 0
+
+
+def _keys(args) -> int:
+    from ppokit.config_keys import config_classes, markdown_table, plain_listing
+
+    cls = config_classes()[args.command_name]
+    print(markdown_table(cls) if args.markdown else plain_listing(cls))
+    return 0
+
+
+class _KeysHelp(argparse.Action):
+    """-h/--help that also lists the command's config keys (read from the config class only when help is asked for)."""
+
+    def __init__(self, option_strings, dest, keys: str, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show this help, with every config key, and exit")
+        self.keys = keys
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ppokit.config_keys import config_classes, plain_listing
+
+        parser.epilog = f"{parser.epilog or ''}\n\nconfig keys (key=value, or in --config FILE), with their defaults:\n" + \
+            plain_listing(config_classes()[self.keys])
+        parser.print_help()
+        parser.exit()
+
+
+def add_keys_help(parser: argparse.ArgumentParser, keys: str) -> None:
+    parser.add_argument("-h", "--help", action=_KeysHelp, keys=keys)
 
 
 def _quiet(*args, **kwargs) -> None:

@@ -60,14 +60,18 @@ class RunLogger:
         tensorboard: bool = True,
         progress: bool | None = None,
         console: bool = True,
-        log_interval: int = 1,
+        log_interval: int = 0,
         resume_after_update: int | None = None,
+        last_update: int | None = None,
     ):
         """``resume_after_update``: a resumed run; rows logged after that update (work redone from the
-        checkpoint) are dropped from progress.csv, and TensorBoard is told to discard them too."""
+        checkpoint) are dropped from progress.csv, and TensorBoard is told to discard them too.
+        ``log_interval``: a console line every N updates and after ``last_update``; 0: about 20 lines over the run."""
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.console = console
-        self.log_interval = log_interval
+        self.last_update = last_update
+        first = resume_after_update or 0
+        self.log_interval = log_interval or console_interval((last_update or first + 1) - first)
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.last_episodes: list[tuple[float, int]] = []  # (return, length) of episodes ended in the last update
         self._start_time = time.perf_counter()
@@ -118,7 +122,7 @@ class RunLogger:
         recent = self.recent_mean_return
         self._bar.update(global_step - self._bar.n)
         self._bar.set_postfix_str(f"sps={row['charts/SPS']:,.0f} return={recent:.1f}" if recent is not None else f"sps={row['charts/SPS']:,.0f}")
-        if self.console and update % self.log_interval == 0:
+        if self.console and (update % self.log_interval == 0 or update == self.last_update):
             self._bar.write(self._summary(row, recent), file=sys.stdout)
         return row
 
@@ -144,6 +148,15 @@ class RunLogger:
 
     def close(self) -> None:
         _close_outputs(self._bar, self._csv_file, self._tb)
+
+
+# a console that a person reads: about this many summary lines per run by default (progress.csv and TensorBoard keep every row)
+CONSOLE_LINES = 20
+
+
+def console_interval(steps: int) -> int:
+    """Every how many updates (or steps) a run of ``steps`` prints a summary line to give about CONSOLE_LINES of them."""
+    return max(1, -(-steps // CONSOLE_LINES))
 
 
 def _close_outputs(bar, csv_file, scalar_writer) -> None:
@@ -226,15 +239,18 @@ class MetricsLogger:
     """
 
     def __init__(self, run_dir: str | Path | None, columns: list[str], total: int, unit: str, tensorboard: bool = True,
-                 progress: bool | None = None, console: bool = True, log_interval: int = 1, resume_after_step: int | None = None,
-                 initial: int = 0):
+                 progress: bool | None = None, console: bool = True, log_interval: int = 0, resume_after_step: int | None = None,
+                 initial: int = 0, last_step: int | None = None):
         """``resume_after_step``: a resumed run; the rows already in progress.csv up to that step are kept
         (and read back into ``rows``), later ones (work redone from the checkpoint) dropped, and
-        TensorBoard is told to discard them too. ``initial``: where the bar starts."""
+        TensorBoard is told to discard them too. ``initial``: where the bar starts. ``log_interval``: a console
+        line every N steps and at ``last_step``; 0: about 20 lines over the run."""
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.columns = columns
         self.console = console
-        self.log_interval = log_interval
+        self.last_step = last_step
+        first = resume_after_step or 0
+        self.log_interval = log_interval or console_interval((last_step or first + 1) - first)
         self.rows: list[dict[str, float]] = []
         self._csv_file = self._csv = self._tb = None
         if self.run_dir is not None:
@@ -269,7 +285,7 @@ class MetricsLogger:
         self._bar.update(progress - self._bar.n)
         shown = [f"{key.split('/')[-1]} {row[key]:.3g}" for key in summary_keys if isinstance(row.get(key), (int, float))]
         self._bar.set_postfix_str(" ".join(shown))
-        if self.console and step % self.log_interval == 0:
+        if self.console and (step % self.log_interval == 0 or step == self.last_step):
             self._bar.write(f"step {step:>6} | " + " | ".join(shown), file=sys.stdout)
 
     def message(self, text: str) -> None:

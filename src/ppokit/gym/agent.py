@@ -173,7 +173,7 @@ class PPO:
         self.logger = RunLogger(self.run_dir if main else None, self.global_step + (plan_end - self.num_updates) * config.rollout_size,
                                 start_step=self.global_step, tensorboard=config.tensorboard and self.run_dir is not None and main,
                                 progress=self.progress_bar if main else False, console=self.verbose and main, log_interval=config.log_interval,
-                                resume_after_update=self.num_updates if self.resumed_from is not None else None)
+                                resume_after_update=self.num_updates if self.resumed_from is not None else None, last_update=plan_end)
         self.logger.recent_returns.extend(self.recent_returns)
         self.interrupted = None
         try:

@@ -113,15 +113,15 @@ class PPOConfig(ConfigBase, UpdateFields):
     """How many of the newest checkpoints to keep."""
     max_nonfinite_steps: int = 10
     """Gradient steps in a row with a non-finite loss or gradient (each skipped) before the run stops."""
-    log_interval: int = 1
-    """Print a console summary every this many updates."""
+    log_interval: int = 0
+    """Print a console summary every this many updates, and after the last one; 0: about 20 lines per run."""
     tensorboard: bool = True
     """Write TensorBoard event files into the run directory."""
 
     def validate(self) -> None:
         """Check every value's range and the ways they must agree with each other."""
         self.validate_update_fields()
-        positive_ints = ["n_envs", "n_steps", "total_steps", "eval_episodes", "log_interval", "torch_threads", "keep_checkpoints", "max_nonfinite_steps",
+        positive_ints = ["n_envs", "n_steps", "total_steps", "eval_episodes", "torch_threads", "keep_checkpoints", "max_nonfinite_steps",
                          "lstm_hidden_size"]
         for name in positive_ints:
             if getattr(self, name) < 1:
@@ -137,6 +137,8 @@ class PPOConfig(ConfigBase, UpdateFields):
         for name in ["eval_interval", "checkpoint_interval"]:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 (disabled) or a positive number of updates, got {getattr(self, name)}")
+        if self.log_interval < 0:
+            raise ConfigError(f"log_interval must be 0 (about 20 lines per run) or a positive number of updates, got {self.log_interval}")
         if not self.hidden_sizes or any((not isinstance(h, int)) or h < 1 for h in self.hidden_sizes):
             raise ConfigError(f"hidden_sizes must be a non-empty list of positive integers, got {self.hidden_sizes}")
         rollout = self.n_envs * self.n_steps

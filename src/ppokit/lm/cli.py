@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -15,6 +16,8 @@ CONFIG_COMMANDS = {"sft", "rm", "ppo"}
 
 
 def add_lm_parser(sub) -> None:
+    from ppokit.cli import add_keys_help
+
     lm = sub.add_parser("lm", help="RLHF of causal language models: sft, rm, ppo, generate, demo",
                         description="Supervised fine-tuning, reward modelling and PPO of Hugging Face causal LMs.")
     commands = lm.add_subparsers(dest="lm_command", metavar="LM_COMMAND")
@@ -27,7 +30,8 @@ def add_lm_parser(sub) -> None:
              "ppo": "PPO against a reward model and/or reward functions, with a KL penalty to a reference"}
     for name in ("sft", "rm", "ppo"):
         command = commands.add_parser(name, help=helps[name], description=f"{helps[name]}. Config precedence: defaults < --config FILE < key=value.",
-                                      epilog=f"example: {examples[name]}")
+                                      epilog=f"example: {examples[name]}", add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_keys_help(command, name)
         length = "total_episodes" if name == "ppo" else "epochs"
         command.add_argument("--resume", metavar="RUN_DIR",
                              help=f"continue the run in RUN_DIR from its newest checkpoint (its config; only device=... may change, and "
@@ -55,10 +59,14 @@ def add_lm_parser(sub) -> None:
     _add_placement_arguments(gen)
     gen.set_defaults(handler=_generate)
 
-    demo = commands.add_parser("demo", help="the whole pipeline offline on a built-in task with a gold reward",
-                               description="Build a tiny model, SFT it, train a reward model on pairs ranked by the gold reward, run PPO, "
-                                           "and report gold reward, reward-model score and KL before and after (results.json, results.png).")
-    demo.add_argument("task", metavar="TASK", help="sort or reviews")
+    demo = commands.add_parser("demo", help="a built-in task end to end, offline: sort, reviews (tiny models) or instructions (a real chat model)",
+                               description="sort, reviews: build a tiny model, SFT it, train a reward model on pairs ranked by the gold reward, "
+                                           "run PPO, and report gold reward, reward-model score and KL before and after. instructions: GRPO makes "
+                                           "SmolLM2-135M-Instruct (make real-model) follow format instructions; held-out greedy score and pass@k "
+                                           "before and after. Each writes results.json and results.png.")
+    demo.add_argument("task", metavar="TASK", help="sort, reviews or instructions")
+    demo.add_argument("--model", help="instructions: the chat model's folder (default models/smollm2-135m-instruct)")
+    demo.add_argument("--episodes", type=int, help="instructions: responses to train on (default 384)")
     demo.add_argument("--reward", choices=["model", "function"], default="model",
                       help="optimize the learned reward model (default) or the gold rule itself as a reward function")
     demo.add_argument("--seed", type=int, default=0)
@@ -192,6 +200,10 @@ def _demo(args) -> int:
     from ppokit.lm.demo import run_demo
     from ppokit.lm.tasks import get_task
 
+    if args.task == "instructions":
+        return _real_demo(args)
+    if args.model or args.episodes:
+        raise ConfigError(f"--model and --episodes apply to the instructions demo, not to {args.task!r}")
     get_task(args.task)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"lm-demo-{args.task}-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"ppokit: lm demo {args.task} (reward: {args.reward}), run directory {run_dir}")
@@ -201,4 +213,24 @@ def _demo(args) -> int:
     rm = f", reward-model score {results['rm_before']:.3f} -> {results['rm_after']:.3f}" if results["rm_before"] is not None else ""
     print(f"ppokit: gold reward {results['gold_before']:.3f} -> {results['gold_after']:.3f}{rm}, KL {results['kl_before']:.3f} -> {results['kl']:.3f} nats "
           f"in {results['total_seconds']:.0f} s; results.json and results.png in {run_dir}")
+    return 0
+
+
+def _real_demo(args) -> int:
+    from ppokit.lm.real_demo import DEFAULT_MODEL, run_real_demo
+
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"lm-demo-instructions-seed{args.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    overrides = {"device": args.device, "precision": args.precision} | ({"total_episodes": args.episodes} if args.episodes else {})
+    results = run_real_demo(run_dir, args.model or DEFAULT_MODEL, seed=args.seed, overrides=overrides, progress=False if args.no_progress else None)
+    before, after = results["held_out_before"], results["held_out_after"]
+    k = next(key for key in before if key.startswith("pass@"))
+    print(f"| held-out prompts ({results['episodes']} episodes) | greedy score | {k} | mean sampled score | response length |")
+    print("|---|---|---|---|---|")
+    for name, row in (("before", before), ("after", after)):
+        print(f"| {name} | {row['score']:.3f} | {row[k]:.3f} | {row['score_mean']:.3f} | {row['response_length']:.1f} |")
+    for name in ("before", "after"):
+        print(f"greedy completions {name} training:")
+        for prompt, response in results[f"samples_{name}"][:3]:
+            print(f"  {prompt[-1]['content']!r} -> {response!r}")
+    print(f"ppokit: {results['episodes_per_second']:.2f} episodes/s; results.json and results.png in {run_dir}")
     return 0

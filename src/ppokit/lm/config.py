@@ -31,11 +31,11 @@ class _RunSettings:
 
     seed: int = 0
     """Seed of torch, Python and the data order."""
-    log_interval: int = 10
-    """Print a console summary every this many optimizer steps (PPO: updates)."""
+    log_interval: int = 0
+    """Print a console summary every this many optimizer steps (PPO: updates), and after the last; 0: about 20 lines per run."""
     checkpoint_interval: int = 0
     """Save a checkpoint every this many optimizer steps (PPO: updates) for --resume; 0: none while training
-    (PPO writes one at the end; SIGINT/SIGTERM always write one)."""
+    (one is written at the end, and SIGINT/SIGTERM always write one)."""
     keep_checkpoints: int = 2
     """How many of the newest checkpoints to keep."""
     tensorboard: bool = True
@@ -58,10 +58,9 @@ class _RunSettings:
         from ppokit.lm.device import check_device_name
 
         check_device_name(self.device)
-        for name in ("log_interval", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("checkpoint_interval", "torch_threads"):
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"keep_checkpoints must be a positive integer, got {self.keep_checkpoints}")
+        for name in ("checkpoint_interval", "torch_threads", "log_interval"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 or a positive integer, got {getattr(self, name)}")
 

@@ -447,7 +447,7 @@ class LMPPOTrainer:
         return MetricsLogger(self.run_dir if main else None, COLUMNS, total=self.total_updates * config.batch_size, unit="episode",
                              tensorboard=config.tensorboard, progress=self.progress if main else False, console=self.verbose and main,
                              log_interval=config.log_interval, resume_after_step=self.num_updates if self.resumed_from is not None else None,
-                             initial=self.episodes)
+                             initial=self.episodes, last_step=self.total_updates)
 
     def _finished_result(self) -> dict:
         if self.world.is_main and self.verbose:

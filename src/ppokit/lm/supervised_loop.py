@@ -161,7 +161,7 @@ class SupervisedTrainer:
         main = self.world.is_main  # data parallel: the other ranks write and show nothing
         logger = MetricsLogger(self.run_dir if main else None, columns, total=self.total_steps, unit="step", tensorboard=config.tensorboard,
                                progress=self.progress if main else False, console=self.verbose and main, log_interval=config.log_interval,
-                               resume_after_step=self.step if self.resumed_from is not None else None, initial=self.step)
+                               resume_after_step=self.step if self.resumed_from is not None else None, initial=self.step, last_step=self.total_steps)
         started = time.perf_counter()
         parameters = list(trainable_parameters(self.model).values())
         due = False
