@@ -4,10 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# envpool 0.8.4 needs numpy<2: its tests run in a venv of their own
+ENVPOOL_VENV := .venv-envpool
+ENVPOOL_STAMP := $(ENVPOOL_VENV)/.installed
+
 TRL_VENV := .venv-trl
 TRL_STAMP := $(TRL_VENV)/.installed
+# the newest trl (GRPOTrainer), for the real-model benchmark
+TRL_GRPO_VENV := .venv-trl-grpo
+TRL_GRPO_STAMP := $(TRL_GRPO_VENV)/.installed
 
-.PHONY: install train lm-demo test lint bench bench-atari bench-returns bench-frozenlake bench-lm bench-lm-memory real-model gpu-check clean
+.PHONY: install train lm-demo lm-demo-real test test-envpool lint bench bench-lm-real bench-atari bench-returns bench-frozenlake bench-lm bench-lm-memory real-model gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +30,22 @@ train: $(STAMP)
 lm-demo: $(STAMP)
 	$(BIN)/ppokit lm demo sort
 
+# GRPO makes SmolLM2-135M-Instruct follow format instructions (builds the model first; about 10 minutes on 2 cores)
+lm-demo-real: real-model
+	$(BIN)/ppokit lm demo instructions
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --durations=15
+
+$(ENVPOOL_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(ENVPOOL_VENV)
+	$(ENVPOOL_VENV)/bin/pip install --quiet --upgrade pip
+	$(ENVPOOL_VENV)/bin/pip install --quiet -c constraints.txt -e ".[dev,envpool]"
+	touch $(ENVPOOL_STAMP)
+
+# the real envpool backend (envpool 0.8.4 with numpy<2), which the main venv's numpy 2 cannot run; CI runs it after `make test`
+test-envpool: $(ENVPOOL_STAMP)
+	$(ENVPOOL_VENV)/bin/python -m pytest tests/test_envpool_backend.py -p no:cacheprovider
 
 # ruff's rules and line length are in pyproject.toml
 lint: $(STAMP)
@@ -60,6 +81,17 @@ $(TRL_STAMP): constraints.txt
 bench-lm: $(STAMP) $(TRL_STAMP)
 	$(BIN)/python benchmarks/bench_trl.py
 
+$(TRL_GRPO_STAMP): constraints.txt
+	rm -rf $(TRL_GRPO_VENV)
+	$(PYTHON) -m venv $(TRL_GRPO_VENV)
+	$(TRL_GRPO_VENV)/bin/pip install --quiet --upgrade pip
+	$(TRL_GRPO_VENV)/bin/pip install --quiet -c constraints.txt trl
+	touch $(TRL_GRPO_STAMP)
+
+# SmolLM2-135M-Instruct, ppokit's grpo against TRL's GRPOTrainer and gae against trl 1.12.0's PPO, seeds 0-2 (about an hour on 2 cores)
+bench-lm-real: $(STAMP) $(TRL_STAMP) $(TRL_GRPO_STAMP)
+	$(BIN)/python benchmarks/bench_lm_real.py
+
 bench-lm-memory: $(STAMP)
 	$(BIN)/python benchmarks/bench_lm_memory.py
 
@@ -73,4 +105,4 @@ gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu_check.py
 
 clean:
-	rm -rf $(VENV) $(TRL_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(ENVPOOL_VENV) $(TRL_VENV) $(TRL_GRPO_VENV) runs .pytest_cache

@@ -1,4 +1,5 @@
-"""GPU readiness of ppokit.lm: the sort demo and the 87M benchmark on CUDA with bf16-mixed precision.
+"""GPU readiness of ppokit.lm: the sort demo, the real-model demo (SmolLM2-135M-Instruct, GRPO) and the 87M benchmark on
+CUDA with bf16-mixed precision.
 
 Prints episodes/s, response tokens/s and peak memory (torch.cuda.max_memory_allocated) of each and
 writes benchmarks/results/gpu_check.md; without a CUDA GPU it says so and exits with status 1.
@@ -53,10 +54,27 @@ def main() -> int:
                 "detail": f"gold {demo['gold_before']:.3f} -> {demo['gold_after']:.3f}, KL {demo['kl']:.3f}, whole demo {time.perf_counter() - started:.0f} s"}
     _print(sort_row)
 
-    # 2. the 87M model, with and without gradient checkpointing (fresh processes, as in bench_lm_memory.py)
+    # 2. the real-model demo: GRPO on SmolLM2-135M-Instruct (built offline by lm/real_model.py), the same command as on the CPU
+    import subprocess
+
+    from ppokit.lm.real_demo import DEFAULT_MODEL, run_real_demo
+
+    model = HERE.parent / DEFAULT_MODEL
+    subprocess.run([sys.executable, str(HERE / "lm" / "real_model.py"), str(model)], check=True)
+    torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    real = run_real_demo(work / "instructions", model, seed=0, overrides=placement, progress=False, say=lambda *a, **k: None)
+    before, after = real["held_out_before"], real["held_out_after"]
+    real_row = {"what": "instructions demo (SmolLM2-135M, GRPO)", "episodes_per_second": real["episodes_per_second"],
+                "tokens_per_second": float("nan"), "cuda_max_allocated_mib": torch.cuda.max_memory_allocated(device) / 2**20,
+                "detail": f"held-out greedy score {before['score']:.3f} -> {after['score']:.3f}, pass@4 {before['pass@4']:.3f} -> {after['pass@4']:.3f}, "
+                          f"whole demo {time.perf_counter() - started:.0f} s"}
+    _print(real_row)
+
+    # 3. the 87M model, with and without gradient checkpointing (fresh processes, as in bench_lm_memory.py)
     from bench_lm_memory import measure
 
-    rows = [sort_row]
+    rows = [sort_row, real_row]
     for run in measure(args.device, [(args.precision, False), (args.precision, True)], batch_size=16, max_new_tokens=64, updates=2,
                        threads=os.cpu_count(), work_dir=work / "memory"):
         rows.append({"what": f"87M GPT-2, checkpointing {'on' if run['gradient_checkpointing'] else 'off'}", **run,

@@ -165,10 +165,18 @@ def test_masked_model_saves_loads_and_resumes_exactly(tmp_path):
     full.learn()
     full.save(tmp_path / "model")
     loaded = PPO.load(tmp_path / "model")
-    obs = np.random.default_rng(1).uniform(0, 1, (50, 5)).astype(np.float32)
-    mask = np.zeros((50, 5), bool)
-    mask[np.arange(50), np.arange(50) % 5] = True
-    np.testing.assert_array_equal(loaded.predict(obs, action_mask=mask, deterministic=True), np.arange(50) % 5)
+    rng = np.random.default_rng(1)
+    obs = rng.uniform(0, 1, (200, 5)).astype(np.float32)
+    mask = np.zeros((200, 5), bool)  # three valid actions per row: the choice among them is the policy's
+    for row in mask:
+        row[rng.choice(5, 3, replace=False)] = True
+    chosen = loaded.predict(obs, action_mask=mask, deterministic=True)
+    assert mask[np.arange(200), chosen].all()
+    np.testing.assert_array_equal(chosen, full.predict(obs, action_mask=mask, deterministic=True))
+    untrained = _agent(MaskRecordingEnv, **config).policy.state_dict()
+    for name, array in full.policy.state_dict().items():  # the loaded weights are the trained ones, which training moved from the start
+        np.testing.assert_array_equal(loaded.policy.state_dict()[name], array, err_msg=name)
+    assert any(not np.array_equal(untrained[name], array) for name, array in full.policy.state_dict().items())
     # DictWalkEnv masks 'stay' on even steps and its episodes end with each rollout: a resumed run ends bitwise equal
     walk = SMALL | config | {"n_steps": 16, "minibatch_size": 16, "total_steps": 32 * 4}
     full = PPO(DictWalkEnv, walk, run_dir=tmp_path / "walk", verbose=False, progress_bar=False, preset=None).learn()

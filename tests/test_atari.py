@@ -62,12 +62,19 @@ def test_ppo_on_atari_logs_whole_games_and_evaluates_whole_games():
     agent = PPO("ALE/Breakout-v5", config, verbose=False, progress_bar=False)
     assert agent.preset_name == "ALE-Breakout-v5" and agent.policy_kind == "cnn"
     assert agent.config.clip_range == 0.1 and agent.config.ent_coef == 0.01  # the Atari preset's values, under the config's
-    agent.learn()
+    lengths = []
+    agent.learn(callback=lambda m: lengths.append(m["charts/episodic_length"]) if "charts/episodic_length" in m else None)
     games = agent.recent_returns
     assert 1 <= len(games) <= 12  # ~170 steps a game at random: whole games, not lives (5 a game)
     assert all(score >= 0 and float(score).is_integer() for score in games)
+    # a game of Breakout is 5 lives of at least ~20 agent steps each; one life at random lasts ~35
+    assert lengths and min(lengths) >= 100, lengths
+    calls = []
+    predict = agent.predict
+    agent.predict = lambda *args, **kwargs: (calls.append(1), predict(*args, **kwargs))[1]
     scores = evaluate_policy(agent, episodes=2, deterministic=False)
     assert len(scores) == 2 and all(s >= 0 for s in scores)
+    assert len(calls) >= 100  # the evaluation ran until the games were over, not until a life was lost
 
 
 def test_any_ale_id_gets_the_atari_preset():

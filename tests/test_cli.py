@@ -58,9 +58,18 @@ def test_config_file_and_precedence(tmp_path):
 
 
 def test_env_without_preset_runs_on_defaults(tmp_path):
+    import dataclasses
+
+    from ppokit.gym.config import PPOConfig
+
     code = main(["train", "MountainCar-v0", "--total-steps", "2048", "--run-dir", str(tmp_path), "--no-progress", "--quiet", "eval_episodes=1"])
     assert code == 0
-    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["preset"] is None
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["preset"] is None
+    # every key is PPOConfig's default, but the two given on the command line
+    defaults = {field.name: getattr(PPOConfig(), field.name) for field in dataclasses.fields(PPOConfig)}
+    assert {key: saved[key] for key in defaults} == defaults | {"total_steps": 2048, "eval_episodes": 1}
+    assert json.loads((tmp_path / "model.json").read_text())["config"] == {key: saved[key] for key in defaults}  # and the model was trained with them
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["presets"]])

@@ -29,8 +29,8 @@ def test_console_prints_a_bounded_number_of_summaries_and_the_last_one(tmp_path,
     run = tmp_path / "run"
     out = io.StringIO()
     with redirect_stdout(out):
-        assert main(["train", "CartPole-v1", "--total-steps", "6400", "--run-dir", str(run), "--no-progress", "n_envs=4", "n_steps=16", "n_epochs=1", "minibatch_size=64",
-                     "eval_episodes=1", "tensorboard=false", *extra]) == 0
+        assert main(["train", "CartPole-v1", "--total-steps", "6400", "--run-dir", str(run), "--no-progress", "n_envs=4", "n_steps=16", "n_epochs=1",
+                     "minibatch_size=64", "eval_episodes=1", "tensorboard=false", *extra]) == 0
     updates = _summary_lines(out.getvalue())
     if expected is None:  # the default: about 20 lines, every fifth update of 100, always the last
         assert updates == [5 * i for i in range(1, 21)]

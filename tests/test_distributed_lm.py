@@ -176,6 +176,9 @@ def test_supervised_two_ranks_make_the_single_process_steps(saved_model, tmp_pat
     saved, expected = load_file(run / "model" / "model.safetensors"), load_file(single / "model" / "model.safetensors")
     assert max(float((saved[key] - expected[key]).abs().max()) for key in expected) < TOLERANCE
     assert json.loads((run / "results.json").read_text()) == pytest.approx(json.loads((single / "results.json").read_text()), abs=1e-5)
+    base = load_file(saved_model / "model.safetensors")
+    shared = [key for key in saved if key in base and saved[key].shape == base[key].shape]
+    assert shared and max(float((saved[key] - base[key]).abs().max()) for key in shared) > 1e-5  # the steps moved the weights
 
 
 def test_parallel_key_is_checked():

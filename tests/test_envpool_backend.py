@@ -72,15 +72,37 @@ def test_envpool_backend_only_when_asked_for(stand_in_envpool):
     assert pendulum.single_observation_space == gym.make("Pendulum-v1").observation_space  # gymnasium's spaces
 
 
-def test_truncated_episode_keeps_its_final_observation_for_bootstrapping(stand_in_envpool):
+def _real_envpool():
+    """envpool where it is installed with a numpy it works with: `make test-envpool` runs these in a venv of its own (numpy<2)."""
+    envpool = pytest.importorskip("envpool")
+    from ppokit.gym.envpool_backend import numpy_too_new_for
+
+    if numpy_too_new_for(envpool):
+        pytest.skip(f"envpool {envpool.__version__} needs numpy<2 (numpy {np.__version__} here): make test-envpool runs it")
+    return envpool
+
+
+def _pendulum_step(obs: np.ndarray) -> np.ndarray:
+    """Pendulum-v1's dynamics with no torque (g 10, m 1, l 1, dt 0.05): the next observation from this one."""
+    cos, sin, speed = obs
+    speed = np.clip(speed + 3 * 10.0 / 2 * sin * 0.05, -8, 8)
+    angle = np.arctan2(sin, cos) + speed * 0.05
+    return np.array([np.cos(angle), np.sin(angle), speed])
+
+
+def test_truncated_episode_keeps_its_final_observation_for_bootstrapping():
+    _real_envpool()
     envs = EnvpoolVectorEnv("Pendulum-v1", 1, seed=0)  # Pendulum only ends by its 200-step time limit
-    envs.reset(seed=0)
+    obs, _ = envs.reset(seed=0)
     for _ in range(200):
+        previous = obs[0].astype(np.float64)
         obs, reward, terminated, truncated, _ = envs.step(np.zeros((1, 1), dtype=np.float32))
     assert truncated.tolist() == [True] and terminated.tolist() == [False]
-    final = obs.copy()
-    obs, reward, terminated, truncated, _ = envs.step(np.zeros((1, 1), dtype=np.float32))  # the reset step
-    assert not truncated.any() and reward.tolist() == [0.0] and not np.allclose(obs, final)
+    # the observation of the truncating step is the episode's own last state (what GAE bootstraps from), not a reset one
+    np.testing.assert_allclose(obs[0], _pendulum_step(previous), atol=1e-4)
+    obs, reward, terminated, truncated, _ = envs.step(np.zeros((1, 1), dtype=np.float32))  # envpool's reset step
+    assert not truncated.any() and reward.tolist() == [0.0] and abs(obs[0, 2]) <= 1.0  # a fresh start: speed in [-1, 1]
+    assert not np.allclose(obs[0], _pendulum_step(_pendulum_step(previous)), atol=1e-3)
 
 
 def test_envpool_errors_name_the_problem(stand_in_envpool, monkeypatch):
@@ -100,9 +122,7 @@ def test_envpool_errors_name_the_problem(stand_in_envpool, monkeypatch):
 
 
 def test_real_envpool_cartpole_copies_get_their_own_seeds():
-    envpool = pytest.importorskip("envpool")  # not in the test venv: run by hand where envpool and numpy<2 are installed
-    if np.__version__ >= "2" and envpool.__version__ <= "0.8.4":
-        pytest.skip("envpool 0.8.4 needs numpy<2")
+    _real_envpool()
     envs = EnvpoolVectorEnv("CartPole-v1", 4, seed=0)
     obs, _ = envs.reset(seed=0)
     assert len({tuple(row) for row in obs.round(6)}) == 4  # each copy its own seed
@@ -154,9 +174,7 @@ def test_envpool_atari_reports_whole_games_at_their_real_score(monkeypatch):
 
 
 def test_real_envpool_breakout_trains_and_logs_whole_games():
-    envpool = pytest.importorskip("envpool")  # not in the test venv: run by hand where envpool and numpy<2 are installed
-    if np.__version__ >= "2" and envpool.__version__ <= "0.8.4":
-        pytest.skip("envpool 0.8.4 needs numpy<2")
+    _real_envpool()
     pytest.importorskip("ale_py")
     config = {"env_backend": "envpool", "n_envs": 4, "n_steps": 128, "minibatch_size": 128, "n_epochs": 1, "total_steps": 2048, "tensorboard": False}
     agent = PPO("ALE/Breakout-v5", config, verbose=False, progress_bar=False).learn()

@@ -77,14 +77,19 @@ def test_callback_returning_false_stops_with_a_checkpoint(tmp_path):
     assert [p.name for p in list_checkpoints(tmp_path)] == ["update_000000003"]
 
 
-def test_best_model_is_saved_by_the_evaluation_callback(tmp_path):
-    agent = PPO(_walk, SMALL | {"total_steps": 32 * 4, "eval_interval": 2, "eval_episodes": 2}, run_dir=tmp_path, verbose=False, progress_bar=False)
-    seen = []
-    agent.learn(callback=lambda m: seen.append(m.get("eval/mean_return")))
-    assert seen[0] is None and seen[1] is not None and seen[3] is not None
+def test_best_model_is_saved_by_the_evaluation_callback(tmp_path, monkeypatch):
+    """Evaluations scoring 1, 3, 2: the best model holds the weights of the second evaluation, not of the last one."""
+    import ppokit.gym.evaluate as evaluation
+
+    scores = iter([1.0, 3.0, 2.0])
+    monkeypatch.setattr(evaluation, "evaluate_policy", lambda agent, **kwargs: [next(scores)])
+    agent = PPO(_walk, SMALL | {"total_steps": 32 * 6, "eval_interval": 2, "eval_episodes": 2}, run_dir=tmp_path, verbose=False, progress_bar=False)
+    seen, weights = [], []
+    agent.learn(callback=lambda m: (seen.append(m.get("eval/mean_return")), weights.append(agent.policy.params.flat.copy())))
+    assert seen == [None, 1.0, None, 3.0, None, 2.0] and agent.best_eval_return == 3.0
     best = PPO.load(tmp_path / "best_model", env=_walk)
-    assert agent.best_eval_return == max(s for s in seen if s is not None)
-    assert best.policy.params.flat.shape == agent.policy.params.flat.shape
+    np.testing.assert_array_equal(best.policy.params.flat, weights[3])  # saved at update 4, the best evaluation
+    assert not np.array_equal(best.policy.params.flat, weights[5])  # and not overwritten by the later, worse one
 
 
 def _rows(run_dir):

@@ -122,6 +122,17 @@ def test_agent_state_dict_round_trip_continues_identically():
     obs = _observations("Pendulum-v1")
     np.testing.assert_array_equal(fresh.predict(obs), trained.predict(obs))  # the predict stream was copied too
 
+    # training continues from the state alone: two agents of other seeds given it end with the same weights
+    other = PPO("Pendulum-v1", config | {"seed": 7}, verbose=False, progress_bar=False)
+    other.load_state_dict(trained.state_dict())
+    before = trained.state_dict()["model"]
+    fresh.learn(total_steps=256)
+    other.learn(total_steps=256)
+    assert fresh.num_updates == other.num_updates == 4
+    for name, array in fresh.state_dict()["model"].items():
+        np.testing.assert_array_equal(other.state_dict()["model"][name], array, err_msg=name)
+    assert any(not np.array_equal(fresh.state_dict()["model"][name], before[name]) for name in before)  # and it did train
+
 
 def test_agent_load_state_dict_refuses_another_architecture():
     small = PPO("Pendulum-v1", {"hidden_sizes": [8]}, verbose=False, progress_bar=False)

@@ -23,8 +23,12 @@ SMALL = {"n_envs": 2, "n_steps": 32, "total_steps": 128, "minibatch_size": 32}
 )
 def test_action_space_trains_and_sends_valid_actions(space):
     agent = PPO(lambda: SpaceCheckEnv(space), SMALL, verbose=False, progress_bar=False)
+    initial = {name: np.array(array, copy=True) for name, array in agent.policy.state_dict().items()}
     agent.learn()  # SpaceCheckEnv asserts every received action is in its space
     assert np.isfinite(agent.last_metrics["losses/policy_loss"])
+    trained = agent.policy.state_dict()
+    moved = [name for name in initial if not np.array_equal(initial[name], trained[name])]
+    assert any("actor" in name for name in moved), moved  # the policy's own weights were trained
     obs = np.zeros((5, 3), np.float32)
     actions = agent.predict(obs, deterministic=True)
     assert all(space.contains(np.asarray(a, dtype=space.dtype)) for a in actions)

@@ -35,14 +35,17 @@ def _import_envpool():
     return envpool
 
 
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
+def numpy_too_new_for(envpool) -> bool:
+    """envpool up to 0.8.4 was built against numpy 1.x; under numpy 2 it returns wrong observations
+    (measured: every entry of every copy the same value)."""
+    from packaging.version import Version
+
+    return Version(np.__version__) >= Version("2") and Version(getattr(envpool, "__version__", "0")) <= Version("0.8.4")
 
 
 def check_envpool_usable(envpool) -> None:
-    """envpool up to 0.8.4 was built against numpy 1.x; under numpy 2 it returns wrong observations
-    (measured: every entry of every copy the same value), so refuse rather than train on garbage."""
-    if _version(np.__version__) >= (2,) and _version(getattr(envpool, "__version__", "0")) <= (0, 8, 4):
+    """Refuse an envpool that would train on garbage observations (``numpy_too_new_for``)."""
+    if numpy_too_new_for(envpool):
         raise EnvError(f"envpool {envpool.__version__} returns wrong observations with numpy {np.__version__}; "
                        f"it needs numpy<2 ({INSTALL_HINT} installs a matching numpy)")
 
