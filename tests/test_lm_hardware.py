@@ -17,6 +17,7 @@ from ppokit.lm.device import placed, resolve_device
 from ppokit.lm.models import load_causal_lm, load_scalar_model, load_tokenizer, save_pretrained
 from ppokit.lm.ppo import LMPPOTrainer
 from ppokit.lm.precision import Precision
+from ppokit.lm.rewards import RewardModelReward
 from ppokit.lm.scoring import response_logits
 from ppokit.lm.tasks import get_task, sort_gold_reward
 
@@ -61,19 +62,31 @@ def test_run_dir_records_the_device_and_precision(saved_model, tmp_path):
     assert {"torch", "transformers", "ppokit"} <= set(info)
 
 
-def test_rollout_and_update_stay_on_the_device_without_numpy(saved_model, monkeypatch):
-    """Scores, their running normalization, advantages and the update are tensors on the device; no .numpy()."""
-    trainer = _trainer(saved_model, score_normalization="running")
+@pytest.mark.parametrize("estimator", ["gae", "grpo"])
+def test_rollout_and_update_stay_on_the_device_without_numpy(saved_model, monkeypatch, estimator):
+    """Scores, their running normalization, advantages and the update are tensors on the device; no .numpy().
+
+    Every tensor the loop creates must say where it lives: with torch's default device set to 'meta' (a device
+    that holds no data), one created without a device lands there and the first computation with it fails, as a
+    tensor left on the CPU would fail on a GPU."""
+    group = {"advantage_estimator": "grpo", "samples_per_prompt": 2, "kl_penalty": "loss"} if estimator == "grpo" else {}
+    trainer = _trainer(saved_model, score_normalization="running", **group)
 
     def refuse(*args, **kwargs):
         raise AssertionError("a tensor went through numpy inside the training loop")
 
     monkeypatch.setattr(torch.Tensor, "numpy", refuse)
     monkeypatch.setattr(torch.Tensor, "__array__", refuse)
-    batch = trainer.rollout(list(range(8)))
-    trainer.update(batch)
-    tensors = [batch.scores, batch.token_rewards, batch.kl, *batch.samples().values(), trainer.score_moments.mean]
-    assert all(t.device.type == trainer.device.type for t in tensors)
+    torch.set_default_device("meta")
+    try:
+        batch = trainer.rollout(list(range(4 if group else 8)))
+        stats = trainer.update(batch)
+    finally:
+        torch.set_default_device(None)
+    assert stats["first_ratio_deviation"] == 0.0
+    tensors = [batch.scores, batch.token_rewards, *batch.samples().values(), trainer.score_moments.mean] + ([batch.kl] if batch.kl is not None else [])
+    assert all(t.device == trainer.device for t in tensors)
+    assert all(p.device == trainer.device for p in trainer.parameters)
     assert float(trainer.score_moments.count) == pytest.approx(8, abs=1e-3)
 
 
@@ -190,12 +203,30 @@ def test_offloaded_reference_lives_on_the_cpu_between_uses(saved_model, monkeypa
         pass
     assert moves == ["cuda", "cpu"]  # without offloading nothing moves
 
+    # the trainer runs its frozen models inside placed(): the reference and a reward model come to the device to score
+    import ppokit.lm.ppo as lm_ppo
+
     results = []
     for offload in (False, True):
-        trainer = _trainer(saved_model, offload_reference=offload, seed=5)
-        batch = trainer.rollout(list(range(8)))
+        tokenizer = load_tokenizer(saved_model)
+        reward_model = RewardModelReward(load_scalar_model(saved_model, tokenizer), tokenizer)
+        trainer = _trainer(saved_model, offload_reference=offload, seed=5, reward=reward_model)
+        calls, real_placed = [], lm_ppo.placed
+
+        def spy(module, device, offload_flag, real_placed=real_placed, calls=calls, trainer=trainer, reward_model=reward_model):
+            name = "reference" if module is trainer.reference else "reward model" if module is reward_model.model else "other"
+            calls.append((name, device, offload_flag))
+            return real_placed(module, device, offload_flag)
+
+        lm_ppo.placed = spy
+        try:
+            batch = trainer.rollout(list(range(8)))
+        finally:
+            lm_ppo.placed = real_placed
+        assert ("reference", trainer.device, offload) in calls and ("reward model", trainer.device, offload) in calls
         results.append(batch.kl)
-        assert next(trainer.reference.parameters()).device.type == ("cpu" if offload else trainer.device.type)
+        home = "cpu" if offload else trainer.device.type
+        assert next(trainer.reference.parameters()).device.type == home and next(reward_model.model.parameters()).device.type == home
     torch.testing.assert_close(results[0], results[1])
 
 

@@ -64,7 +64,7 @@ def minibatch_indices(num_samples: int, minibatch_size: int, generator: torch.Ge
     """Yield index tensors covering ``permutation`` (default: a fresh random one) of the samples once."""
     import torch
 
-    perm = torch.randperm(num_samples, generator=generator) if permutation is None else permutation
+    perm = torch.randperm(num_samples, generator=generator, device="cpu") if permutation is None else permutation
     for start in range(0, num_samples, minibatch_size):
         yield perm[start : start + minibatch_size]
 

@@ -66,7 +66,7 @@ def ppo_update(
 
     def permutation(epoch: int) -> torch.Tensor:
         given = order(epoch) if order is not None else None
-        return given if given is not None else torch.randperm(num_samples, generator=generator)
+        return given if given is not None else torch.randperm(num_samples, generator=generator, device="cpu")
 
     units = aggregation_units(samples.get("mask"), settings.loss_aggregation)
 

@@ -204,7 +204,7 @@ class LMPPOTrainer:
             self.stage_seconds[f"time/{stage}"] += time.perf_counter() - started
 
     def _padded(self, responses: Responses) -> Rollout:
-        group_ids = torch.arange(len(responses)) // self.config.samples_per_prompt
+        group_ids = torch.arange(len(responses), device=self.device) // self.config.samples_per_prompt
         return pad_responses(responses, group_ids, self.tokenizer.pad_token_id, self.device)
 
     def reward_scores(self, rollout: Rollout) -> torch.Tensor:
@@ -250,10 +250,10 @@ class LMPPOTrainer:
         """A permutation of the rows for one epoch, from the update's own minibatch generator. With groups, whole groups are
         shuffled and their rows stay together: a micro-batch then holds whole groups, whose prompt runs once."""
         n = self.config.samples_per_prompt
-        if n == 1:
-            return torch.randperm(count, generator=self.minibatch_generator)
-        groups = torch.randperm(count // n, generator=self.minibatch_generator)
-        return (groups.unsqueeze(1) * n + torch.arange(n)).flatten()
+        if n == 1:  # (drawn on the CPU, where the generator is, whatever the device)
+            return torch.randperm(count, generator=self.minibatch_generator, device="cpu")
+        groups = torch.randperm(count // n, generator=self.minibatch_generator, device="cpu")
+        return (groups.unsqueeze(1) * n + torch.arange(n, device="cpu")).flatten()
 
     def plan_first_epoch(self, count: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The update's first-epoch permutation and its micro-batches (the old log-probs are scored in them)."""

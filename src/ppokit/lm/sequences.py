@@ -18,13 +18,13 @@ def pad_sequences(sequences: list[list[int]], pad_id: int, side: str = "right", 
     if side not in ("left", "right"):
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     width = max((len(s) for s in sequences), default=0)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long, device="cpu")
+    mask = torch.zeros((len(sequences), width), dtype=torch.long, device="cpu")
     for row, tokens in enumerate(sequences):
         if not tokens:
             continue
         span = slice(width - len(tokens), width) if side == "left" else slice(0, len(tokens))
-        ids[row, span] = torch.tensor(tokens, dtype=torch.long)
+        ids[row, span] = torch.tensor(tokens, dtype=torch.long, device="cpu")
         mask[row, span] = 1
     if device is not None:
         ids, mask = ids.to(device), mask.to(device)
