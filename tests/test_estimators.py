@@ -87,8 +87,9 @@ def test_group_estimators_read_the_kl_penalty_in_the_reward_as_part_of_each_sequ
 
 
 def test_a_new_estimator_is_one_function_and_one_registration():
-    @register_estimator("constant-test", formula="A = 1 on every real token")
+    @register_estimator("constant-test")
     def constant(inputs):
+        """A = 1 on every real token."""
         return torch.ones_like(inputs.mask), torch.ones_like(inputs.mask)
 
     try:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ppokit.core import gae_reference, kl_k1, kl_k3, masked_mean, masked_whiten
+from ppokit.core.batch import last_token_index
 from ppokit.core.estimators import AdvantageInputs, estimate_advantages
 from ppokit.errors import ConfigError, RewardError
 from ppokit.lm.config import LMPPOConfig
@@ -19,7 +20,7 @@ from ppokit.lm.reward_model import sequence_scores
 from ppokit.lm.rewards import FunctionReward, ResponseBatch
 from ppokit.lm.rollout import Responses, pad_responses
 from ppokit.lm.scoring import response_logits
-from ppokit.lm.sequences import causal_inputs, last_token_index, pad_sequences, truncate_at_eos
+from ppokit.lm.sequences import causal_inputs, pad_sequences, token_logprobs, truncate_at_eos
 from ppokit.lm.tasks import get_task, sort_gold_reward
 
 SORT = get_task("sort")
@@ -193,9 +194,9 @@ def test_lora_reference_is_the_base_with_adapter_off(saved_model):
     with torch.no_grad():
         rows = Responses([0], [trainer.prompts[0]], [trainer.prompt_ids[0]], [[3, 4, 5]], ["x"], torch.tensor([False]))
         reference = trainer.reference_logprobs(pad_responses(rows, torch.zeros(1), trainer.tokenizer.pad_token_id, trainer.device))
-        expected = response_logits(base, ids, mask, ids.shape[1] - 3, trainer.precision).log_softmax(-1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
-        trained = response_logits(trainer.policy, ids, mask, ids.shape[1] - 3, trainer.precision).log_softmax(-1)
-        trained = trained.gather(-1, responses.unsqueeze(-1)).squeeze(-1)
+        pad = trainer.tokenizer.pad_token_id  # never sampled: scored at probability 0
+        expected = token_logprobs(response_logits(base, ids, mask, ids.shape[1] - 3, trainer.precision), responses, suppressed=pad)
+        trained = token_logprobs(response_logits(trainer.policy, ids, mask, ids.shape[1] - 3, trainer.precision), responses, suppressed=pad)
     torch.testing.assert_close(reference, expected)
     assert not torch.allclose(trained, expected)  # the adapter did learn something
     assert all(torch.equal(frozen[k], v) for k, v in trainer.trained_policy().state_dict().items() if "c_attn" not in k and k in frozen)

@@ -20,9 +20,10 @@ def _agent(env="ppokit/CueRecall-v0", **overrides):
     return PPO(env, SMALL | overrides, verbose=False, progress_bar=False, preset=None)
 
 
-@pytest.mark.parametrize("shared", [True, False])
-def test_sequence_evaluation_equals_stepping_with_resets_at_episode_starts(shared):
-    agent = _agent(lstm_shared=shared)
+@pytest.mark.parametrize("shared, length", [(True, 16), (False, 16), (True, 4), (False, 4)])
+def test_sequence_evaluation_equals_stepping_with_resets_at_episode_starts(shared, length):
+    """Whole 16-step sequences, or chunks of 4 replayed from the state stored at their first step: the same values as acting."""
+    agent = _agent(lstm_shared=shared, lstm_sequence_length=length)
     policy, module = agent.policy, agent.policy.module
     steps, envs = 16, 3
     rng = np.random.default_rng(0)
@@ -39,24 +40,31 @@ def test_sequence_evaluation_equals_stepping_with_resets_at_episode_starts(share
         states.append(state.copy())
         stepped_values.append(policy.value(obs[t], state))
         _, state = policy.act(obs[t], rng, deterministic=True, state=state)
-    # whole sequences, env-major rows, from each step's stored state
-    order = (np.arange(envs)[:, None] + np.arange(steps)[None, :] * envs).reshape(-1)
+    # chunks in a random order, chunk-major rows, each from its first step's stored state
+    order = sequence_order(np.random.default_rng(1), steps, envs, length)
     flat = lambda a: torch.from_numpy(np.ascontiguousarray(a.reshape(steps * envs, *a.shape[2:])[order]))  # noqa: E731
     params, values = module.evaluate_sequences(flat(obs), flat(starts), flat(np.stack(states)))
     np.testing.assert_allclose(values.detach().numpy(), np.stack(stepped_values).reshape(-1)[order], atol=1e-5)
     assert policy.state_size == 2 * 16 * (1 if shared else 2)
 
 
-def test_sequence_order_keeps_each_env_sequence_whole():
+def test_sequence_order_keeps_each_chunk_whole():
     order = sequence_order(np.random.default_rng(0), num_steps=4, num_envs=3)
     assert sorted(order) == list(range(12))
-    for sequence in order.reshape(3, 4):  # env-major rows: one copy's steps 0..3 in a row
+    for sequence in order.reshape(3, 4):  # whole rollouts: one copy's steps 0..3 in a row
         assert np.all(np.diff(sequence) == 3) and sequence[0] < 3
+    chunks = sequence_order(np.random.default_rng(0), num_steps=8, num_envs=3, length=2).reshape(12, 2)
+    assert sorted(chunks.reshape(-1)) == list(range(24))
+    assert all(b - a == 3 for a, b in chunks)  # two consecutive steps of one copy
+    assert len({(a % 3, a // 3 // 2) for a, _ in chunks}) == 12  # every (copy, chunk) once
 
 
-def test_minibatch_must_be_whole_sequences():
-    with pytest.raises(ConfigError, match=r"policy 'lstm' trains on whole env sequences: minibatch_size \(40\) must be a multiple of n_steps \(16\)"):
-        PPOConfig.from_dict({"policy": "lstm", "n_steps": 16, "minibatch_size": 40, "n_envs": 4})
+def test_sequence_length_defaults_to_a_divisor_of_both_and_is_checked():
+    assert PPOConfig.from_dict({"policy": "lstm"}).sequence_length == 32  # n_steps 256, minibatch_size 64: the defaults work
+    assert PPOConfig.from_dict({"policy": "lstm", "n_steps": 32, "minibatch_size": 256}).sequence_length == 32
+    assert PPOConfig.from_dict({"policy": "lstm", "n_steps": 24, "minibatch_size": 40, "n_envs": 5}).sequence_length == 8
+    with pytest.raises(ConfigError, match=r"chunks of lstm_sequence_length=16 steps: minibatch_size \(40\) must be a multiple of it"):
+        PPOConfig.from_dict({"policy": "lstm", "n_steps": 16, "minibatch_size": 40, "n_envs": 4, "lstm_sequence_length": 16})
 
 
 def test_rollout_stores_states_and_episode_starts_and_the_first_ratio_is_exact():

@@ -10,4 +10,11 @@ if __name__ == "__main__":
         from torch.distributed.elastic.multiprocessing.errors import record
 
         main = record(main)
-    sys.exit(main())
+    status = main()
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        # the process group is closed and every output written: leave without the interpreter's teardown, where
+        # gloo's worker threads, still owned by objects freed last, can abort a rank that has finished its work
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status or 0)
+    sys.exit(status)

@@ -19,6 +19,7 @@ PPOKIT_DIST_TIMEOUT (seconds, default 300), so a rank that hangs cannot hold the
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 from collections.abc import Iterator
@@ -221,6 +222,9 @@ def close_world(finished: bool = True) -> None:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            # FSDP's modules hold the group in reference cycles; freed later, at interpreter exit, gloo's threads
+            # abort the process ("terminate called without an active exception"): free them while Python is alive
+            gc.collect()
             # a rank that tears its connections down while another still writes can abort in gloo's threads: leave together
             if finished:
                 with contextlib.suppress(Exception):  # (a peer that failed is already gone)

@@ -77,3 +77,11 @@ def micro_batch_slices(size: int, parts: int) -> list[slice]:
     """
     chunk = math.ceil(size / max(parts, 1)) if size else 1
     return [slice(start, start + chunk) for start in range(0, size, chunk)]
+
+
+def last_token_index(mask):
+    """Column of each row's last real token (mask [B, T], 1 on real steps), whatever the padding side."""
+    import torch
+
+    columns = torch.arange(mask.shape[-1], device=mask.device)
+    return (mask.long() * (columns + 1)).argmax(-1)

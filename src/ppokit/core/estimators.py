@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ppokit.core.advantages import gae, next_values_from
+from ppokit.core.batch import last_token_index
 from ppokit.core.losses import masked_whiten, masked_whiten_over_ranks
 
 # GRPO divides by the group's std plus this: a group whose rewards are all equal gets advantage 0, not NaN
@@ -50,17 +51,16 @@ class Estimator:
     function: Callable[[AdvantageInputs], tuple[torch.Tensor, torch.Tensor]]
     needs_values: bool
     needs_groups: bool
-    formula: str
 
 
 ADVANTAGE_ESTIMATORS: dict[str, Estimator] = {}
 
 
-def register_estimator(name: str, *, formula: str, needs_values: bool = False, needs_groups: bool = False):
-    """Register ``function(inputs) -> (advantages, returns)`` under ``name``."""
+def register_estimator(name: str, *, needs_values: bool = False, needs_groups: bool = False):
+    """Register ``function(inputs) -> (advantages, returns)`` under ``name``; its docstring says what it computes."""
 
     def register(function):
-        ADVANTAGE_ESTIMATORS[name] = Estimator(name, function, needs_values, needs_groups, formula)
+        ADVANTAGE_ESTIMATORS[name] = Estimator(name, function, needs_values, needs_groups)
         return function
 
     return register
@@ -77,12 +77,6 @@ def estimate_advantages(name: str, inputs: AdvantageInputs) -> tuple[torch.Tenso
         raise ValueError(f"advantage estimator {name!r} needs group ids (several responses per prompt)")
     advantages, returns = estimator.function(inputs)
     return advantages * inputs.mask, returns * inputs.mask
-
-
-def last_token_index(mask: torch.Tensor) -> torch.Tensor:
-    """Column of each row's last real token."""
-    columns = torch.arange(mask.shape[-1], device=mask.device)
-    return (mask.long() * (columns + 1)).argmax(-1)
 
 
 def group_statistics(values: torch.Tensor, group_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -117,9 +111,10 @@ def rewards_to_go(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float)
     return returns
 
 
-@register_estimator("gae", needs_values=True, formula="GAE(gamma, lambda) over response tokens with a learned value model (PPO)")
+@register_estimator("gae", needs_values=True)
 def gae_estimator(inputs: AdvantageInputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """The core's GAE, time-major: each response is one episode that ends (terminated, no bootstrap) at its last real token."""
+    """GAE(gamma, lambda) over response tokens with a learned value model (PPO): the core's GAE, time-major, each response
+    one episode that ends (terminated, no bootstrap) at its last real token."""
     mask = inputs.mask.float()
     rewards_t, values_t = (inputs.token_rewards * mask).T, (inputs.values * mask).T
     columns = torch.arange(mask.shape[1], device=mask.device)
@@ -129,39 +124,43 @@ def gae_estimator(inputs: AdvantageInputs) -> tuple[torch.Tensor, torch.Tensor]:
     return advantages.T, returns.T
 
 
-@register_estimator("grpo", needs_groups=True, formula="A_i = (r_i - mean_g) / (std_g + eps), on every token")
+@register_estimator("grpo", needs_groups=True)
 def grpo_estimator(inputs: AdvantageInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """A_i = (r_i - mean_g) / (std_g + eps), on every token."""
     rewards = sequence_returns(inputs)
     sizes, sums, stds = group_statistics(rewards, inputs.group_ids)
     advantages = on_every_token((rewards - sums / sizes) / (stds + GROUP_STD_EPS), inputs.mask)
     return advantages, advantages
 
 
-@register_estimator("dr_grpo", needs_groups=True, formula="A_i = r_i - mean_g (no division by the std), on every token")
+@register_estimator("dr_grpo", needs_groups=True)
 def dr_grpo_estimator(inputs: AdvantageInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """A_i = r_i - mean_g (no division by the std), on every token."""
     rewards = sequence_returns(inputs)
     sizes, sums, _ = group_statistics(rewards, inputs.group_ids)
     advantages = on_every_token(rewards - sums / sizes, inputs.mask)
     return advantages, advantages
 
 
-@register_estimator("rloo", needs_groups=True, formula="A_i = r_i - mean of the other responses of the group (leave-one-out)")
+@register_estimator("rloo", needs_groups=True)
 def rloo_estimator(inputs: AdvantageInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """A_i = r_i - mean of the other responses of the group (leave-one-out)."""
     rewards = sequence_returns(inputs)
     sizes, sums, _ = group_statistics(rewards, inputs.group_ids)
     advantages = on_every_token(rewards - (sums - rewards) / (sizes - 1).clamp(min=1), inputs.mask)
     return advantages, advantages
 
 
-@register_estimator("reinforce++", formula="returns-to-go of the per-token rewards (gamma), whitened over the global batch's tokens")
+@register_estimator("reinforce++")
 def reinforce_plus_plus_estimator(inputs: AdvantageInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns-to-go of the per-token rewards (gamma), whitened over the global batch's tokens."""
     returns = rewards_to_go(inputs.token_rewards, inputs.mask, inputs.gamma)
     return _whitened_over_every_rank(returns, inputs), returns
 
 
-@register_estimator("reinforce++-baseline", needs_groups=True,
-                    formula="REINFORCE++ with each score minus its group's mean score")
+@register_estimator("reinforce++-baseline", needs_groups=True)
 def reinforce_plus_plus_baseline_estimator(inputs: AdvantageInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """REINFORCE++ with each score minus its group's mean score."""
     sizes, sums, _ = group_statistics(inputs.scores, inputs.group_ids)
     rows = torch.arange(inputs.mask.shape[0], device=inputs.mask.device)
     token_rewards = inputs.token_rewards.clone()

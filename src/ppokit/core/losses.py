@@ -158,9 +158,9 @@ def value_loss(
 
 def entropy_bonus(entropy: torch.Tensor, mask: torch.Tensor | None = None, aggregate: Aggregate | None = None
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mean entropy (to be maximized: the update subtracts ent_coef times it)."""
+    """Mean entropy (to be maximized: the update subtracts ent_coef times it); the reported entropy is the mean per real step."""
     mean = aggregate(entropy) if aggregate is not None else masked_mean(entropy, mask)
-    return mean, {"entropy": mean.detach()}
+    return mean, {"entropy": masked_mean(entropy.detach(), mask) if aggregate is not None else mean.detach()}
 
 
 def reference_kl_penalty(logprob: torch.Tensor, ref_logprob: torch.Tensor, mask: torch.Tensor | None = None,

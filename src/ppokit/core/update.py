@@ -102,6 +102,10 @@ class DataParallel:
         return result
 
 
+# statistics that are means over real steps whatever the loss aggregation (the losses are means over its units)
+PER_STEP_STATS = frozenset({"old_approx_kl", "approx_kl", "clipfrac", "entropy", "kl"})
+
+
 def aggregation_units(mask: torch.Tensor | None, mode: str) -> torch.Tensor | None:
     """Per sample, the units a loss is a mean over under ``mode`` (``loss_aggregation``): real tokens, or one per
     sequence with a real token. None where they are the real steps the mask already counts."""
@@ -131,6 +135,7 @@ def _minibatch_step(evaluate, optimizer, parameters, minibatch, settings, grad_s
 
     micro_batches = _split(minibatch | {"advantages": advantages}, settings.grad_accum_steps)
     total_units = total_units if total_units > 0 else 1.0
+    total_count = float(count) if count > 0 else 1.0
     optimizer.zero_grad(set_to_none=True)
     accumulated: dict[str, torch.Tensor] = {}
     for number, micro in enumerate(micro_batches):
@@ -164,11 +169,13 @@ def _minibatch_step(evaluate, optimizer, parameters, minibatch, settings, grad_s
             weight = micro_units / total_units
             weighted = loss * (weight * parallel.world.size if parallel is not None else weight)
             (grad_scaler.scale(weighted) if grad_scaler is not None else weighted).backward()
+        # the losses are means over units; the statistics of tokens (KL, clip fraction, entropy) means over real steps
+        step_share = micro_count / total_count
         for name, value in {**terms, "loss": loss.detach()}.items():
             if name == "ratio_max_deviation":
                 accumulated[name] = torch.maximum(accumulated.get(name, value), value)
             else:
-                accumulated[name] = accumulated.get(name, 0.0) + value * weight
+                accumulated[name] = accumulated.get(name, 0.0) + value * (step_share if name in PER_STEP_STATS else weight)
 
     if parallel is not None:
         accumulated = parallel.global_stats(accumulated)

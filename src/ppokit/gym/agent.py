@@ -394,8 +394,8 @@ class PPO:
         inputs = {name: flat[name] if keep is None else flat[name][keep] for name in taken}
         obs = inputs["obs"]
 
-        def order(_epoch: int) -> np.ndarray:  # a recurrent policy's minibatches are whole env sequences
-            return sequence_order(self.shuffle_rng, num_steps, num_envs) if recurrent else self.shuffle_rng.permutation(len(obs))
+        def order(_epoch: int) -> np.ndarray:  # a recurrent policy's minibatches are chunks of consecutive steps
+            return sequence_order(self.shuffle_rng, num_steps, num_envs, config.sequence_length) if recurrent else self.shuffle_rng.permutation(len(obs))
 
         first_order = order(0)
         logprobs, kept_values = score_in_minibatches(self.engine, inputs, first_order, settings.minibatch_size)
@@ -606,11 +606,11 @@ def build_policy_and_engine(kind: str, engine: str, observation_space, action_sp
 
 def check_divisible_by_world(config: PPOConfig, world) -> None:
     """Data parallel: each rank takes n_envs / N envs and minibatch_size / N samples of every minibatch
-    (for policy 'lstm', whole env sequences: a multiple of n_steps)."""
+    (for policy 'lstm', whole chunks: a multiple of lstm_sequence_length)."""
     check_divisible({"n_envs": config.n_envs, "minibatch_size": config.minibatch_size}, world)
-    if config.policy == "lstm" and (config.minibatch_size // world.size) % config.n_steps:
+    if config.policy == "lstm" and (config.minibatch_size // world.size) % config.sequence_length:
         raise ConfigError(f"policy 'lstm' with {world.size} processes: each one's share of a minibatch (minibatch_size / {world.size} = "
-                          f"{config.minibatch_size // world.size}) must be whole env sequences, a multiple of n_steps ({config.n_steps})")
+                          f"{config.minibatch_size // world.size}) must be whole chunks, a multiple of lstm_sequence_length ({config.sequence_length})")
 
 
 def score_in_minibatches(engine, inputs: dict[str, np.ndarray], order: np.ndarray, minibatch_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,6 +14,10 @@ from ppokit.config import ConfigBase, check_range
 from ppokit.core.settings import UpdateFields
 from ppokit.errors import ConfigError
 
+# the longest chunk lstm_sequence_length=0 picks: long enough to carry the memory a task needs over a few dozen steps, short
+# enough that a minibatch holds several chunks of different env copies and episodes
+MAX_AUTO_SEQUENCE = 32
+
 
 @dataclass
 class PPOConfig(ConfigBase, UpdateFields):
@@ -78,6 +82,10 @@ class PPOConfig(ConfigBase, UpdateFields):
     """Units of the LSTM of policy 'lstm'."""
     lstm_shared: bool = True
     """Policy 'lstm': one LSTM shared by the actor and the critic (true), or one each (false)."""
+    lstm_sequence_length: int = 0
+    """Policy 'lstm': the update replays chunks of this many consecutive steps of one env copy, each from the memory the rollout
+    had at its first step (truncated backpropagation through time); a minibatch is minibatch_size / lstm_sequence_length
+    chunks. 0: the longest length up to 32 steps that divides both n_steps and minibatch_size."""
     action_masks: Literal["auto", "on", "off"] = "auto"
     """Invalid-action masks (Discrete and MultiDiscrete actions), from an 'action_mask' key of a Dict
     observation or of info, or an action_masks() method of the env: 'auto' uses them when the env
@@ -154,9 +162,25 @@ class PPOConfig(ConfigBase, UpdateFields):
                 f"(n_envs * n_steps = {rollout}); expected minibatch_size <= {rollout}"
             )
 
-        if self.policy == "lstm" and self.minibatch_size % self.n_steps:
-            raise ConfigError(f"policy 'lstm' trains on whole env sequences: minibatch_size ({self.minibatch_size}) must be a multiple "
-                              f"of n_steps ({self.n_steps}), that many steps of each of minibatch_size / n_steps env copies")
+        if self.lstm_sequence_length < 0:
+            raise ConfigError(f"lstm_sequence_length must be 0 (chosen from n_steps and minibatch_size) or a positive number of steps, "
+                              f"got {self.lstm_sequence_length}")
+        if self.policy == "lstm":
+            length = self.sequence_length
+            for name in ("n_steps", "minibatch_size"):
+                if getattr(self, name) % length:
+                    raise ConfigError(f"policy 'lstm' trains on chunks of lstm_sequence_length={length} steps: {name} ({getattr(self, name)}) "
+                                      f"must be a multiple of it (set lstm_sequence_length to a divisor of n_steps and minibatch_size, "
+                                      f"or 0 to have one chosen)")
+
+    @property
+    def sequence_length(self) -> int:
+        """Policy 'lstm': the steps of each chunk the update replays (lstm_sequence_length, or the longest one up to
+        MAX_AUTO_SEQUENCE that divides n_steps and minibatch_size)."""
+        if self.lstm_sequence_length:
+            return self.lstm_sequence_length
+        common = math.gcd(self.n_steps, self.minibatch_size)
+        return max(d for d in range(1, min(common, MAX_AUTO_SEQUENCE) + 1) if common % d == 0)
 
     @property
     def rollout_size(self) -> int:

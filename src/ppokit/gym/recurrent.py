@@ -3,11 +3,13 @@
 The memory of every env copy is one float32 row, ``[h, c]`` of the LSTM (``[h, c]`` of the actor's
 then the critic's with ``lstm_shared: false``); a zero row is the state at an episode's start, so the
 rollout resets a copy's memory by zeroing its row. The rollout stores each step's state; the update
-replays whole env sequences from the state stored at the rollout's first step, resetting the memory
-where an episode starts (the method of CleanRL's ppo_atari_lstm and sb3-contrib's RecurrentPPO).
+replays chunks of ``lstm_sequence_length`` consecutive steps of one env copy, each from the state stored
+at its first step, resetting the memory where an episode starts (truncated backpropagation through time,
+as sb3-contrib's RecurrentPPO replays sequences from stored states; a chunk of the whole rollout is
+CleanRL's ppo_atari_lstm).
 
-Minibatch rows of sequences are env-major: row ``e * T + t`` is step t of the minibatch's e-th env
-(``ppokit.gym.rollout.sequence_order``), so the micro-batches of gradient accumulation are whole sequences too.
+Minibatch rows are chunk-major: row ``c * L + t`` is step t of the minibatch's c-th chunk
+(``ppokit.gym.rollout.sequence_order``), so the micro-batches of gradient accumulation are whole chunks too.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class RecurrentActorCritic(nn.Module):
         self.features = features
         self.hidden_size = int(config.lstm_hidden_size)
         self.shared = bool(config.lstm_shared)
-        self.sequence_length = int(config.n_steps)
+        self.sequence_length = int(config.sequence_length)
         self.lstm = _lstm(feature_size, self.hidden_size)
         self.critic_lstm = None if self.shared else _lstm(feature_size, self.hidden_size)
         self.heads = MLPActorCritic(self.hidden_size, list(config.hidden_sizes), config.activation, action_param_size, config.ortho_init)
@@ -38,16 +40,16 @@ class RecurrentActorCritic(nn.Module):
         return params[0], values[0], next_state
 
     def evaluate_sequences(self, obs: torch.Tensor, episode_starts: torch.Tensor, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A minibatch of whole env sequences in env-major rows: (parameters [E*T, P], values [E*T]).
+        """A minibatch of chunks of consecutive steps in chunk-major rows: (parameters [C*L, P], values [C*L]).
 
-        ``states`` holds each step's stored state; only the first step's of each sequence is read.
+        ``states`` holds each step's stored state; only the first step's of each chunk is read.
         """
         steps = self.sequence_length
-        envs = obs.shape[0] // steps
-        features = self.features(obs).reshape(envs, steps, -1).transpose(0, 1)
-        starts = episode_starts.reshape(envs, steps).transpose(0, 1)
-        params, values, _ = self._run(features, starts, states.reshape(envs, steps, -1)[:, 0])
-        return params.transpose(0, 1).reshape(envs * steps, -1), values.transpose(0, 1).reshape(-1)
+        chunks = obs.shape[0] // steps
+        features = self.features(obs).reshape(chunks, steps, -1).transpose(0, 1)
+        starts = episode_starts.reshape(chunks, steps).transpose(0, 1)
+        params, values, _ = self._run(features, starts, states.reshape(chunks, steps, -1)[:, 0])
+        return params.transpose(0, 1).reshape(chunks * steps, -1), values.transpose(0, 1).reshape(-1)
 
     def _run(self, features: torch.Tensor, starts: torch.Tensor, state: torch.Tensor):
         """Time-major features [T, B, F] from ``state`` [B, S]: (params [T, B, P], values [T, B], final state)."""

@@ -207,8 +207,11 @@ class RolloutCollector:
         )
 
 
-def sequence_order(rng: np.random.Generator, num_steps: int, num_envs: int) -> np.ndarray:
-    """A random order of the env copies for a recurrent policy's update: the sample indices of the
-    time-major rollout, env-major (each copy's ``num_steps`` steps in a row; ``ppokit.gym.recurrent``)."""
-    envs = rng.permutation(num_envs)
-    return (envs[:, None] + np.arange(num_steps)[None, :] * num_envs).reshape(-1)
+def sequence_order(rng: np.random.Generator, num_steps: int, num_envs: int, length: int | None = None) -> np.ndarray:
+    """A random order of the chunks of ``length`` consecutive steps (default: whole rollouts) of each env copy, for a recurrent
+    policy's update: the sample indices of the time-major rollout, chunk-major (a chunk's steps in a row; ``ppokit.gym.recurrent``)."""
+    length = length or num_steps
+    per_env = num_steps // length
+    chunks = rng.permutation(num_envs * per_env)  # chunk c: env c % num_envs, steps (c // num_envs) * length ...
+    envs, starts = chunks % num_envs, (chunks // num_envs) * length
+    return ((starts[:, None] + np.arange(length)[None, :]) * num_envs + envs[:, None]).reshape(-1)

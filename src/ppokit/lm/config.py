@@ -176,9 +176,10 @@ class LMPPOConfig(ConfigBase, _RunSettings, UpdateFields):
     """Lower ratio clip: the ratio is kept above 1 - clip_range_low; null: clip_range."""
     clip_range_high: float | None = None
     """Upper ratio clip: the ratio is kept below 1 + clip_range_high; null: clip_range (DAPO's clip-higher sets it above)."""
-    kl_penalty: Literal["reward", "loss"] = "reward"
+    kl_penalty: Literal["auto", "reward", "loss"] = "auto"
     """Where the KL to the reference goes: 'reward' (-kl_coef x KL on every token's reward, PPO's form) or 'loss' (kl_coef x
-    the k3 estimate as a term of the loss, GRPO's form). kl_coef=0 uses no reference model at all."""
+    the k3 estimate as a term of the loss, GRPO's form); 'auto': 'loss' for the group estimators (grpo, dr_grpo, rloo,
+    reinforce++-baseline), whose groups then compare scores alone, else 'reward'. kl_coef=0 uses no reference model at all."""
     dynamic_sampling: bool = False
     """Drop groups whose rewards are all equal (they carry no signal for a group estimator) and refill the batch with
     groups of new prompts, for at most dynamic_sampling_max_rounds more generation rounds."""
@@ -204,7 +205,7 @@ class LMPPOConfig(ConfigBase, _RunSettings, UpdateFields):
 
     # --- memory ---
     generation_batch_size: int | None = None
-    """Prompts sampled at once (bounds the KV cache of generation); null: batch_size."""
+    """Responses sampled at once (bounds the KV cache of generation); null: all of a process's batch."""
     forward_batch_size: int | None = None
     """Sequences per no-grad forward pass when scoring a rollout (reference, values, reward model); null: batch_size.
     The policy's own log-probs are scored in the update's micro-batches, so the first ratio of an update is exactly 1."""
@@ -243,7 +244,7 @@ class LMPPOConfig(ConfigBase, _RunSettings, UpdateFields):
     vf_coef: float = 0.1
     max_grad_norm: float | None = 1.0
     normalize_advantage: bool = False
-    """Whiten advantages per minibatch as well (whiten_advantages already whitens over the whole rollout)."""
+    """Whiten advantages per minibatch as well (whiten_advantages, on by default for gae, whitens over the whole rollout)."""
     grad_accum_steps: int = 1
     """Split each minibatch into this many micro-batches (same result, less memory)."""
     learning_rate: float = 1e-5
@@ -292,11 +293,18 @@ class LMPPOConfig(ConfigBase, _RunSettings, UpdateFields):
     def resolved_score_normalization(self) -> str:
         if self.score_normalization != "auto":
             return self.score_normalization
-        return "running" if self.advantage_estimator == "gae" else "none"
+        return "running" if self.estimator.needs_values else "none"
 
     @property
     def resolved_whiten_advantages(self) -> bool:
-        return self.advantage_estimator == "gae" if self.whiten_advantages is None else self.whiten_advantages
+        return self.estimator.needs_values if self.whiten_advantages is None else self.whiten_advantages
+
+    @property
+    def kl_in_reward(self) -> bool:
+        """Whether the KL penalty is part of the per-token rewards (else a term of the loss)."""
+        if self.kl_penalty == "auto":
+            return not self.estimator.needs_groups
+        return self.kl_penalty == "reward"
 
     @property
     def prompts_per_batch(self) -> int:
@@ -318,8 +326,9 @@ class LMPPOConfig(ConfigBase, _RunSettings, UpdateFields):
         if self.dynamic_sampling and not self.estimator.needs_groups:
             raise ConfigError(f"dynamic_sampling drops groups of equal rewards, which only a group estimator cannot learn from; "
                               f"advantage_estimator={self.advantage_estimator} is not one (use grpo, dr_grpo, rloo or reinforce++-baseline)")
-        if self.kl_penalty == "loss" and self.adaptive_kl:
-            raise ConfigError("adaptive_kl steers the KL penalty in the reward; with kl_penalty=loss set adaptive_kl=false")
+        if not self.kl_in_reward and self.adaptive_kl:
+            raise ConfigError(f"adaptive_kl steers the KL penalty in the reward; with the KL in the loss (kl_penalty={self.kl_penalty}, "
+                              f"advantage_estimator={self.advantage_estimator}) set adaptive_kl=false, or kl_penalty=reward")
         for name in ("clip_range_low", "clip_range_high"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
@@ -336,7 +345,7 @@ class LMPPOConfig(ConfigBase, _RunSettings, UpdateFields):
         """The update's settings: the clip range pair, the loss aggregation and the KL term of kl_penalty=loss."""
         settings = {"clip_range": self.clip_range_low or self.clip_range, "clip_range_high": self.clip_range_high or self.clip_range,
                     "loss_aggregation": self.loss_aggregation, "aggregation_horizon": self.max_new_tokens,
-                    "kl_loss_coef": self.kl_coef if self.kl_penalty == "loss" else 0.0}
+                    "kl_loss_coef": 0.0 if self.kl_in_reward else self.kl_coef}
         return super().update_settings(**(settings | overrides))
 
     def validate(self) -> None:
@@ -368,6 +377,9 @@ class LMPPOConfig(ConfigBase, _RunSettings, UpdateFields):
             unknown = set(self.lora) - {"r", "alpha", "dropout", "target_modules"}
             if unknown:
                 raise ConfigError(f"lora has unknown keys {sorted(unknown)}; expected r, alpha, dropout, target_modules")
+            if self.lora.get("dropout", 0.0):
+                raise ConfigError(f"lora dropout must be 0, got {self.lora['dropout']}: ppokit switches dropout off in the trained models, "
+                                  "so that the first PPO ratio of every update is exactly 1")
         if self.parallel == "fsdp" and self.lora is not None:
             raise ConfigError("parallel=fsdp does not support lora (merging the adapter needs the whole base model in one process); use parallel=ddp")
         if self.parallel == "fsdp" and self.offload_reference:

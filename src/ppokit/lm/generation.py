@@ -19,22 +19,30 @@ class GenerationSettings:
     greedy: bool = False
 
 
+# generation settings a model's generation_config may set, at the values that leave the model's distribution untouched
+NEUTRAL_LOGITS = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_repetition_penalty": 1.0}
+NEUTRAL_SAMPLING = {"typical_p": 1.0, "min_p": 0.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
+
+
 @torch.no_grad()
 def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, settings: GenerationSettings,
                      eos_id: int, pad_id: int, synced: bool = False) -> torch.Tensor:
     """Raw generated tokens [B, R] after left-padded prompts (not yet cut at EOS).
 
-    The pad token is never sampled (it would be indistinguishable from padding); past key/values are
-    cached, so each new token costs one forward pass over one position. ``synced``: a model sharded over
-    the processes (FSDP) computes only when they all do, so every process steps until the last one is done.
+    Responses are sampled from softmax(logits / temperature) (cut to top_k / top_p where set): the distribution
+    PPO's log-probs score. Every other sampling setting a model's generation_config may carry (a repetition
+    penalty, its own top-k, ...) is switched off here, and the pad token, which is not a word, is never sampled
+    (its log-probability is -inf in the scoring too). Past key/values are cached, so each new token costs one
+    forward pass over one position. ``synced``: a model sharded over the processes (FSDP) computes only when
+    they all do, so every process steps until the last one is done.
     """
     was_training = model.training
     model.eval()
-    options = {"do_sample": False} if settings.greedy else {
-        "do_sample": True, "temperature": settings.temperature, "top_k": settings.top_k or None, "top_p": settings.top_p}
-    output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=settings.max_new_tokens,
-                            min_new_tokens=1, eos_token_id=eos_id, pad_token_id=pad_id, use_cache=True,
-                            suppress_tokens=[pad_id] if pad_id != eos_id else None, synced_gpus=synced, **options)
+    options = NEUTRAL_LOGITS | ({"do_sample": False} if settings.greedy else {
+        "do_sample": True, "temperature": settings.temperature, "top_k": settings.top_k, "top_p": settings.top_p, **NEUTRAL_SAMPLING})
+    output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=settings.max_new_tokens, eos_token_id=eos_id,
+                            pad_token_id=pad_id, use_cache=True, suppress_tokens=[pad_id] if pad_id != eos_id else None, synced_gpus=synced,
+                            **options)
     model.train(was_training)
     return output[:, prompt_ids.shape[1]:]
 

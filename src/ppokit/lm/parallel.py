@@ -117,12 +117,6 @@ def broadcast_weights(module: nn.Module) -> None:
         dist.broadcast(tensor.detach(), src=0)
 
 
-def is_sharded(module: nn.Module) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return any(isinstance(p, DTensor) for p in module.parameters())
-
-
 def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
     """The whole of a sharded tensor (a DTensor), gathered from every rank: a collective; any other tensor as it is."""
     from torch.distributed.tensor import DTensor

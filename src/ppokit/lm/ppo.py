@@ -10,7 +10,7 @@ One update reads top to bottom:
    per-token rewards, and the estimator of ``advantage_estimator`` (``ppokit.core.estimators``) turns them
    into advantages;
 4. update: the core's ``ppo_update`` (clipped surrogate, value loss where there is a value model, the KL term
-   with ``kl_penalty: loss``), then the log: progress.csv, TensorBoard, held-out evaluation, completions.
+   with the KL in the loss), then the log: progress.csv, TensorBoard, held-out evaluation, completions.
 
 Data parallel under torchrun (``ppokit.lm.parallel``): every rank draws the same global batch of prompts
 and rolls out its slice of whole groups; score normalization, whitening, the KL controller's mean KL and
@@ -152,6 +152,11 @@ class LMPPOTrainer:
     reward = property(lambda self: self.models.reward)
 
     @property
+    def stats_dtype(self) -> torch.dtype:
+        """What logged sums are added up in: float64, but on MPS, which has none, float32."""
+        return torch.float32 if self.device.type == "mps" else torch.float64
+
+    @property
     def forward_batch_size(self) -> int:
         return self.config.forward_batch_size or self.config.batch_size
 
@@ -159,7 +164,7 @@ class LMPPOTrainer:
     def scores_old_logprobs(self) -> bool:
         """Whether the rollout scores the policy's log-probs: needed for a KL in the reward, and as the old log-probs
         of every epoch after the first. One epoch without them takes its old log-probs from its own forward pass."""
-        return self.config.n_epochs > 1 or (self.models.uses_reference and self.config.kl_penalty == "reward")
+        return self.config.n_epochs > 1 or (self.models.uses_reference and self.config.kl_in_reward)
 
     def _load_prompts(self, given: list | None, path: str | None, kind: str) -> tuple[list, list[list[int]]]:
         located = [(f"{kind} {i + 1}", p) for i, p in enumerate(given)] if given is not None else \
@@ -196,12 +201,18 @@ class LMPPOTrainer:
 
     @contextmanager
     def _timed(self, stage: str):
-        """Add the seconds spent in the block to this update's time/<stage>."""
+        """Add the seconds spent in the block to this update's time/<stage> (on a GPU, once its queued work is done)."""
+        self._synchronize()
         started = time.perf_counter()
         try:
             yield
         finally:
+            self._synchronize()
             self.stage_seconds[f"time/{stage}"] += time.perf_counter() - started
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def _padded(self, responses: Responses) -> Rollout:
         group_ids = torch.arange(len(responses), device=self.device) // self.config.samples_per_prompt
@@ -214,7 +225,7 @@ class LMPPOTrainer:
             for model in self.reward.models:
                 stack.enter_context(placed(model, self.device, self.config.offload_reference))
             with self.precision.autocast():
-                return self.reward.score(batch).float()
+                return self.reward.score(batch).float().to(self.device)  # (a source of a user's own may answer on the CPU)
 
     def collect(self, prompt_indices: list[int]) -> Rollout:
         """This rank's rows of a batch: the global ``prompt_indices``, with dynamic sampling the groups that carry signal."""
@@ -236,9 +247,10 @@ class LMPPOTrainer:
                 break
             rounds += 1
             responses = self._sample_group_rows(self._next_prompts()).responses
-        dropped_total, generated_total = self.world.sum(np.array([float(len(dropped)), float(generated)])).tolist()
-        rollout = self._padded(Responses.join((kept + dropped)[: quota // n]))
-        rollout.extra = {"env/dropped_groups": dropped_total / generated_total, "env/sampling_rounds": float(rounds + 1)}
+        chosen = (kept + dropped)[: quota // n]
+        used_total, generated_total = self.world.sum(np.array([float(len(chosen)), float(generated)])).tolist()
+        rollout = self._padded(Responses.join(chosen))
+        rollout.extra = {"env/dropped_groups": 1.0 - used_total / generated_total, "env/sampling_rounds": float(rounds + 1)}
         return rollout
 
     def _informative_groups(self, responses: Responses) -> list[bool]:
@@ -272,7 +284,7 @@ class LMPPOTrainer:
                 rollout.logprobs = torch.empty_like(rollout.mask)
                 for rows in layout:
                     rollout.logprobs[rows] = response_logprobs(self.policy, rollout, rows, self.precision, self.config.temperature,
-                                                               self.models.share_prompts)
+                                                               self.models.share_prompts, self.tokenizer.pad_token_id)
             finally:
                 self.models.training_mode(False)
         if self.models.uses_reference:
@@ -290,8 +302,8 @@ class LMPPOTrainer:
     def reference_logprobs(self, rollout: Rollout) -> torch.Tensor:
         """Log-probs of the sampled responses under the reference (with LoRA: the policy with its adapter off)."""
         def logprobs(model):
-            return in_chunks(lambda rows: response_logprobs(model, rollout, rows, self.precision, self.config.temperature, self.models.share_prompts),
-                             len(rollout), self.forward_batch_size, self.device)
+            return in_chunks(lambda rows: response_logprobs(model, rollout, rows, self.precision, self.config.temperature, self.models.share_prompts,
+                                                            self.tokenizer.pad_token_id), len(rollout), self.forward_batch_size, self.device)
 
         if self.reference is None:
             with self.policy.disable_adapter():
@@ -312,7 +324,7 @@ class LMPPOTrainer:
         rollout.scores = self._normalize_scores(self._penalized(rollout.responses.raw_scores, rollout.has_eos))
         if rollout.logprobs is not None and rollout.ref_logprobs is not None:
             rollout.kl = self.kl_estimator(rollout.logprobs, rollout.ref_logprobs) * mask
-        in_reward = rollout.kl if config.kl_penalty == "reward" else None
+        in_reward = rollout.kl if config.kl_in_reward else None
         rollout.token_rewards = per_token_rewards(rollout.scores, in_reward, mask, self.kl_controller.value)
         inputs = AdvantageInputs(rollout.token_rewards, rollout.scores, mask, rollout.group_ids, rollout.values, config.gamma, config.gae_lambda,
                                  self.world)
@@ -356,14 +368,14 @@ class LMPPOTrainer:
                 logits = response_logits(self.models.policy_update, ids, mask, width, self.precision)
             else:
                 logits = self.models.policy_update(ids, mask, width)
-            logprob, entropy = logprobs_and_entropy(logits, responses, self.config.temperature, entropy_grad=bool(self.config.ent_coef))
+            logprob, entropy = logprobs_and_entropy(logits, responses, self.config.temperature, bool(self.config.ent_coef), self.tokenizer.pad_token_id)
             values = None if self.models.value_update is None else self.models.value_update(ids, mask, width)
             return tuple(None if x is None else pad_columns(x, full_width) for x in (logprob, entropy, values))
 
         first_epoch = rollout.first_epoch_order
         self.models.training_mode(True)
         try:
-            return ppo_update(evaluate, self.optimizer, self.parameters, rollout.samples(), self.settings,
+            return ppo_update(evaluate, self.optimizer, self.parameters, rollout.samples(kl_in_loss=bool(self.settings.kl_loss_coef)), self.settings,
                               order=lambda epoch: first_epoch if epoch == 0 else self.minibatch_order(len(rollout)), grad_scaler=self.grad_scaler,
                               world=self.world,
                               ddp_modules=self.models.ddp_modules)
@@ -473,7 +485,7 @@ class LMPPOTrainer:
         kl_sum = kl_k1(rollout.logprobs, rollout.ref_logprobs).mul(mask).sum(1) if rollout.kl is not None else torch.zeros(len(rollout))
         columns = [rollout.responses.raw_scores, rollout.scores, rollout.has_eos, rollout.token_rewards.sum(1), mask.sum(1), kl_sum,
                    torch.tensor(gold or [0.0] * len(rollout))]
-        per_response = gather_batch(torch.stack([column.to(mask.device, torch.float64) for column in columns], 1), self.world)
+        per_response = gather_batch(torch.stack([column.to(mask.device, self.stats_dtype) for column in columns], 1), self.world)
         raw_score, score, eos, reward_total, tokens, kl, gold_total = per_response.sum(0).tolist()
         self.tokens += tokens
         row = {"episodes": self.episodes, "time_elapsed": elapsed, "charts/episodes_per_second": self.episodes / max(elapsed, 1e-9),
@@ -500,7 +512,7 @@ class LMPPOTrainer:
 
     def _zero_variance_share(self, rollout: Rollout) -> float:
         """The share of groups whose scores are all equal (they get advantage 0 from a group estimator), over every rank."""
-        _, _, stds = group_statistics(rollout.scores.double(), rollout.group_ids)
+        _, _, stds = group_statistics(rollout.scores.to(self.stats_dtype), rollout.group_ids)
         per_group = stds.view(-1, self.config.samples_per_prompt)[:, 0]
         zero, groups = self.world.sum(np.array([float((per_group == 0).sum()), float(per_group.numel())])).tolist()
         return zero / groups

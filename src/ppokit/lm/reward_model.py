@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import torch
 
+from ppokit.core.batch import last_token_index
 from ppokit.errors import ConfigError
 from ppokit.lm.config import RewardModelConfig
 from ppokit.lm.encoding import check_length, encode_prompt_and_response
 from ppokit.lm.models import load_scalar_model
 from ppokit.lm.parallel import Forwarding
-from ppokit.lm.sequences import causal_inputs, last_token_index, pad_sequences
+from ppokit.lm.sequences import causal_inputs, pad_sequences
 from ppokit.lm.supervised_loop import SupervisedTrainer
 
 

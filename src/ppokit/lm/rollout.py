@@ -101,11 +101,12 @@ class Rollout:
     def has_eos(self) -> torch.Tensor:
         return self.responses.has_eos
 
-    def samples(self) -> dict[str, torch.Tensor]:
-        """The update's per-sequence tensors (``ppokit.core.update.ppo_update``'s samples)."""
+    def samples(self, kl_in_loss: bool = False) -> dict[str, torch.Tensor]:
+        """The update's per-sequence tensors (``ppokit.core.update.ppo_update``'s samples); the reference's log-probs only
+        where the KL to it is a term of the loss."""
         samples = {"sequence_ids": self.sequence_ids, "sequence_mask": self.sequence_mask, "responses": self.response_ids, "mask": self.mask,
                    "advantages": self.advantages}
-        optional = {"logprobs": self.logprobs, "ref_logprobs": self.ref_logprobs}
+        optional = {"logprobs": self.logprobs, "ref_logprobs": self.ref_logprobs if kl_in_loss else None}
         if self.values is not None:
             optional |= {"values": self.values * self.mask, "returns": self.returns}
         return samples | {name: tensor for name, tensor in optional.items() if tensor is not None}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ppokit.errors import ConfigError
-from ppokit.lm.sequences import causal_inputs, position_ids, token_logprobs
+from ppokit.lm.sequences import causal_inputs, gather_tokens, position_ids, sampling_logprobs, token_logprobs
 
 # run(input_ids, attention_mask, position_ids, cache, keep) -> (the outputs at the last ``keep`` positions, the cache)
 StageRun = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, object, int], tuple[torch.Tensor, object]]
@@ -51,20 +51,23 @@ def response_values(model, sequence_ids: torch.Tensor, sequence_mask: torch.Tens
     return head(hidden[:, prompt_width - 1 : -1]).squeeze(-1).float()
 
 
-def response_logprobs(model, rollout, rows: torch.Tensor, precision, temperature: float, share_prompts: bool = False) -> torch.Tensor:
-    """Log-probs [len(rows), R] of the sampled response tokens of ``rollout``'s rows under ``model`` (0 on padding)."""
+def response_logprobs(model, rollout, rows: torch.Tensor, precision, temperature: float, share_prompts: bool = False,
+                      suppressed: int | None = None) -> torch.Tensor:
+    """Log-probs [len(rows), R] of the sampled response tokens of ``rollout``'s rows under ``model`` (0 on padding), in the
+    distribution they were sampled from (``suppressed``: the pad token, never sampled)."""
     ids, mask, responses, width = trim_padding(rollout.sequence_ids[rows], rollout.sequence_mask[rows], rollout.response_ids[rows], rollout.prompt_width)
     logits = response_logits(model, ids, mask, width, precision, share_prompts)
-    return pad_columns(token_logprobs(logits, responses, temperature), rollout.response_ids.shape[1])
+    return pad_columns(token_logprobs(logits, responses, temperature, suppressed), rollout.response_ids.shape[1])
 
 
-def logprobs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def logprobs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, entropy_grad: bool,
+                         suppressed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(token) and the entropy of every position from one log-softmax over the vocabulary (the costly part with a
     large vocabulary); without ``entropy_grad`` the entropy is only reported and keeps no graph."""
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    logp = sampling_logprobs(logits, temperature, suppressed)
     with torch.enable_grad() if entropy_grad else torch.no_grad():
-        entropy = -(logp.exp() * logp).sum(-1)
-    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1), entropy
+        entropy = -(logp.exp() * logp.masked_fill(torch.isinf(logp), 0.0)).sum(-1)  # (a suppressed token adds 0, not 0 x inf)
+    return gather_tokens(logp, tokens, suppressed), entropy
 
 
 def trim_padding(sequence_ids: torch.Tensor, sequence_mask: torch.Tensor, responses: torch.Tensor, prompt_width: int):

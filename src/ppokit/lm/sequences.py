@@ -1,4 +1,4 @@
-"""Token-level tensor helpers: padding, positions, the last real token, EOS truncation, log-probs.
+"""Token-level tensor helpers: padding, positions, EOS truncation, log-probs (the last real token: ``ppokit.core.batch``).
 
 Conventions: prompts are left-padded (so every generation starts at the same column), responses are
 right-padded; masks are 1 on real tokens and 0 on padding; padding is never inferred from the pad id
@@ -50,12 +50,6 @@ def causal_inputs(attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"attention_mask": attention_mask, "position_ids": position_ids(attention_mask)}
 
 
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Column of the last real token of each row, whatever the padding side."""
-    columns = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
-    return (attention_mask.long() * (columns + 1)).argmax(-1)
-
-
 def truncate_at_eos(responses: torch.Tensor, eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cut each response after its first EOS (kept as the last real token).
 
@@ -70,12 +64,22 @@ def truncate_at_eos(responses: torch.Tensor, eos_id: int, pad_id: int) -> tuple[
     return torch.where(mask.bool(), responses, torch.full_like(responses, pad_id)), mask, has_eos
 
 
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log p(token) under softmax(logits / temperature): the distribution the tokens were sampled from."""
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+def sampling_logprobs(logits: torch.Tensor, temperature: float = 1.0, suppressed: int | None = None) -> torch.Tensor:
+    """log-probabilities [..., V] of the distribution responses are sampled from: softmax(logits / temperature), with the
+    ``suppressed`` token (the pad token, which generation never samples) at probability 0."""
+    scaled = logits.float() / temperature  # a new tensor: the in-place fill below touches nothing autograd keeps
+    if suppressed is not None:
+        scaled[..., suppressed] = float("-inf")
+    return torch.log_softmax(scaled, dim=-1)
 
 
-def token_entropy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    return -(logp.exp() * logp).sum(-1)
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0, suppressed: int | None = None) -> torch.Tensor:
+    """log p(token) under the distribution the tokens were sampled from (``sampling_logprobs``)."""
+    return gather_tokens(sampling_logprobs(logits, temperature, suppressed), tokens, suppressed)
+
+
+def gather_tokens(logp: torch.Tensor, tokens: torch.Tensor, suppressed: int | None = None) -> torch.Tensor:
+    """The log-probabilities of ``tokens``; 0 where a token is the suppressed one: no sampled token is, so it is padding
+    (whose -inf would turn into NaN under the mask)."""
+    picked = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return picked if suppressed is None else picked.masked_fill(tokens == suppressed, 0.0)
