@@ -108,7 +108,9 @@ def _build_parser() -> argparse.ArgumentParser:
     keys.set_defaults(handler=_keys)
 
     from ppokit.lm.cli import add_lm_parser
+    from ppokit.tune.command import add_tune_parser
 
+    add_tune_parser(sub)
     add_lm_parser(sub)
     return parser
 
