@@ -7,7 +7,8 @@ Runs, each a fresh process, runners alternating per seed:
 - sb3-contrib on its defaults: `RecurrentPPO("MlpLstmPolicy", env)` (1 env, 128 steps per update);
 - ppokit's preset for the env (rl-baselines3-zoo's RecurrentPPO settings, its own 100k-step budget).
 Every model gets the same evaluation: 30 episodes, deterministic actions, the memory carried through
-each episode, env seeds 10000-10029. Writes results/recurrent.md.
+each episode, env seeds 10000-10029. Writes results/recurrent-STEPS.md; each run's result is kept in
+results/raw/recurrent/ (a second call adds the missing runs).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 ENV_ID = "ppokit/CartPoleNoVelocity-v1"
 EVAL_EPISODES = 30
 RUNNERS = ("ppokit-defaults", "sb3-contrib", "ppokit-preset")
+RAW = HERE / "results" / "raw" / "recurrent"
 
 
 def mean_return(act_with_memory) -> float:
@@ -96,12 +98,16 @@ def main() -> None:
         return
     env = os.environ | {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     results: dict[str, list[dict]] = {runner: [] for runner in args.runners}
+    RAW.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         order = args.runners if seed % 2 == 0 else args.runners[::-1]
         for runner in order:
-            done = subprocess.run([sys.executable, __file__, "--one", runner, str(seed), "--total-steps", str(args.total_steps)],
-                                  env=env, capture_output=True, text=True, check=True)
-            result = json.loads(done.stdout.strip().splitlines()[-1])
+            saved = RAW / f"{runner}-seed{seed}-{args.total_steps}.json"  # finished runs are kept: a second call only adds the missing ones
+            if not saved.is_file():
+                done = subprocess.run([sys.executable, __file__, "--one", runner, str(seed), "--total-steps", str(args.total_steps)],
+                                      env=env, capture_output=True, text=True, check=True)
+                saved.write_text(done.stdout.strip().splitlines()[-1] + "\n")
+            result = json.loads(saved.read_text())
             results[runner].append(result)
             print(f"{runner} seed {seed}: return {result['return']:.1f} in {result['seconds']:.0f} s", flush=True)
     labels = {
@@ -120,7 +126,7 @@ def main() -> None:
         seconds = [r["seconds"] for r in results[runner]]
         lines.append(f"| {labels[runner]} | {', '.join(f'{v:.1f}' for v in values)} | **{statistics.median(values):.1f}** | "
                      f"{', '.join(f'{s:.0f}' for s in seconds)} ({statistics.median(seconds):.0f}) |")
-    out = HERE / "results" / "recurrent.md"
+    out = HERE / "results" / f"recurrent-{args.total_steps}.md"
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
