@@ -34,14 +34,20 @@ CLEANRL_KEYS = {"n_envs": 4, "n_steps": 128, "n_epochs": 4, "minibatch_size": 12
 
 def mean_return(env_id: str, act) -> float:
     import gymnasium as gym
+    import numpy as np
 
-    env = gym.make(env_id)
+    from ppokit.gym.envs import with_step_limit
+    from ppokit.gym.evaluate import EVAL_STEP_LIMIT
+
+    env = with_step_limit(gym.make(env_id), EVAL_STEP_LIMIT)  # CliffWalking-v1 has no time limit: a looping policy ends there
     returns = []
     for i in range(EVAL_EPISODES):
         obs, _ = env.reset(seed=10_000 + i)
         total, done = 0.0, False
         while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(obs))
+            action = np.asarray(act(obs))
+            action = int(action.reshape(-1)[0]) if isinstance(env.action_space, gym.spaces.Discrete) else action.reshape(env.action_space.shape)
+            obs, reward, terminated, truncated, _ = env.step(action)
             total, done = total + float(reward), terminated or truncated
         returns.append(total)
     return statistics.mean(returns)
@@ -64,7 +70,7 @@ def run_one(runner: str, env_id: str, seed: int, total_steps: int) -> float:
     keys = {"total_steps": total_steps, "seed": seed, "tensorboard": False} | (CLEANRL_KEYS if runner == "cleanrl" else {})
     agent = PPO(env_id, keys, preset=None, verbose=False, progress_bar=False)
     agent.learn()
-    return mean_return(env_id, lambda obs: agent.predict(np.asarray(obs), deterministic=True)[0])
+    return mean_return(env_id, lambda obs: agent.predict(np.asarray(obs), deterministic=True))
 
 
 def main() -> None:

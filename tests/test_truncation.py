@@ -41,3 +41,14 @@ def test_next_step_autoreset_env_is_bootstrapped_and_its_reset_steps_left_out():
     # 2 envs x 50 calls: episodes of 20 steps, each followed by one reset call that is not a step
     assert episodes and all(e == (20.0, 20) for e in episodes), episodes
     assert agent.global_step == 100 - 2 * 2
+
+
+def test_an_env_without_a_time_limit_ends_its_evaluation_episodes_at_the_step_limit():
+    """A policy that never reaches a terminal state (CliffWalking-v1's walls, any env without a time limit)
+    cannot hold an evaluation forever: each episode ends after EVAL_STEP_LIMIT steps with what it collected."""
+    from ppokit.gym.evaluate import EVAL_STEP_LIMIT, evaluate_policy
+
+    agent = PPO(ConstantRewardEnv, {"n_envs": 2, "n_steps": 16, "minibatch_size": 32, "total_steps": 32}, verbose=False, progress_bar=False)
+    assert evaluate_policy(agent, episodes=3) == [float(EVAL_STEP_LIMIT)] * 3
+    limited = lambda: gym.wrappers.TimeLimit(ConstantRewardEnv(), max_episode_steps=7)  # noqa: E731
+    assert evaluate_policy(agent, env=limited, episodes=2) == [7.0, 7.0]  # an env's own limit is kept

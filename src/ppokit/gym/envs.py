@@ -80,8 +80,16 @@ def has_numpy_vector_env(source: EnvSource) -> bool:
     return isinstance(entry_point, str) and not entry_point.startswith("gymnasium.envs.phys2d")
 
 
+def with_step_limit(env: gym.Env, limit: int | None) -> gym.Env:
+    """``env`` ended (truncated) after ``limit`` steps when it has no time limit of its own (CliffWalking-v1, many
+    factories), so that a policy which never reaches a terminal state cannot hold an evaluation forever."""
+    if limit is None or (env.spec is not None and env.spec.max_episode_steps is not None):
+        return env
+    return gym.wrappers.TimeLimit(env, limit)
+
+
 def make_vector_env(source: EnvSource, n_envs: int, mode: str = "sync", env_kwargs: dict | None = None,
-                    backend: str = "gymnasium", seed: int = 0) -> gym.vector.VectorEnv:
+                    backend: str = "gymnasium", seed: int = 0, step_limit: int | None = None) -> gym.vector.VectorEnv:
     """A vector env of ``n_envs`` copies.
 
     ``backend`` 'envpool' returns an EnvpoolVectorEnv seeded with ``seed`` (``mode`` does not apply);
@@ -90,6 +98,7 @@ def make_vector_env(source: EnvSource, n_envs: int, mode: str = "sync", env_kwar
     'sync' and 'async' use same-step autoreset (a finished episode's last observation is in
     infos['final_obs']); 'vector' is the env's own numpy implementation, which resets on the next
     step (the rollout collector masks that step out); 'auto' picks 'vector' where it exists, else 'sync'.
+    ``step_limit``: 'sync' and 'async' copies without a time limit of their own end episodes after this many steps.
     """
     if backend not in ("gymnasium", "envpool"):
         raise EnvError(f"unknown env_backend {backend!r}; expected 'gymnasium' or 'envpool'")
@@ -109,7 +118,7 @@ def make_vector_env(source: EnvSource, n_envs: int, mode: str = "sync", env_kwar
             return gym.make_vec(source, num_envs=n_envs, vectorization_mode="vector_entry_point", **dict(env_kwargs or {}))
         except TypeError as exc:
             raise EnvError(f"environment {source!r} (vector implementation) rejected env_kwargs {env_kwargs}: {exc}") from None
-    factories = [lambda: make_env(source, env_kwargs) for _ in range(n_envs)]
+    factories = [lambda: with_step_limit(make_env(source, env_kwargs), step_limit) for _ in range(n_envs)]
     if mode == "async":
         return gym.vector.AsyncVectorEnv(factories, autoreset_mode=AutoresetMode.SAME_STEP)
     if mode == "sync":

@@ -11,6 +11,9 @@ from ppokit.threads import blas_thread_limit
 
 # evaluation envs are seeded apart from the training envs: config.seed + this, unless a seed is given
 EVAL_SEED_OFFSET = 10_000
+# an evaluation episode of an env without a time limit of its own (CliffWalking-v1) ends after this many steps:
+# a policy that never reaches a terminal state scores what it collected by then instead of running forever
+EVAL_STEP_LIMIT = 10_000
 
 
 class PolicyDriver:
@@ -46,7 +49,8 @@ def evaluate_policy(agent, env: EnvSource | None = None, episodes: int = 20, det
 
     Each env copy runs a fixed share of the episodes, so short episodes are not over-counted
     (stopping at the first N finished episodes would favour them). On Atari an episode is a whole
-    game (all lives) and its return the game's unclipped score.
+    game (all lives) and its return the game's unclipped score. An env without a time limit of its own
+    ends an episode after EVAL_STEP_LIMIT steps.
     """
     source = env if env is not None else agent.env_source
     whole_games = is_atari_id(source)
@@ -56,7 +60,7 @@ def evaluate_policy(agent, env: EnvSource | None = None, episodes: int = 20, det
     running = np.zeros(n_envs)
     returns: list[float] = []
     with blas_thread_limit(agent.config.blas_threads):
-        envs = make_vector_env(source, n_envs, "sync", agent.config.env_kwargs)
+        envs = make_vector_env(source, n_envs, "sync", agent.config.env_kwargs, step_limit=EVAL_STEP_LIMIT)
         try:
             obs, infos = envs.reset(seed=agent.config.seed + EVAL_SEED_OFFSET if seed is None else seed)
             driver = PolicyDriver(agent, envs, infos, deterministic)
