@@ -46,11 +46,6 @@ class RolloutBatch:
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.fields[name]
 
-    def __setitem__(self, name: str, value: torch.Tensor) -> None:
-        if tuple(value.shape[:2]) != self._shape:
-            raise ValueError(f"field {name!r} has shape {tuple(value.shape)}, expected [T, B] = {self._shape}")
-        self.fields[name] = value
-
     def flatten(self) -> dict[str, torch.Tensor]:
         """Merge T and B into one sample axis, as the Gymnasium front end trains on single steps."""
         n = self._shape[0] * self._shape[1]

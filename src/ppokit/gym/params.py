@@ -14,9 +14,6 @@ import numpy as np
 
 from ppokit.gym.normalize import normalizer_statistics
 
-# normalizer statistics: name -> (shape given the observation size, initial value)
-_STAT_SUFFIXES = ("mean", "var", "count")
-
 
 def _mlp_layout(prefix: str, in_size: int, hidden_sizes: list[int], out_size: int) -> list[tuple[str, tuple[int, ...]]]:
     # Linear layers sit at even indices of an nn.Sequential that alternates Linear and activation.

@@ -26,10 +26,6 @@ def list_presets() -> dict[str, dict[str, Any]]:
     return {name: yaml.safe_load(path.read_text()) for name, path in sorted(_files().items())}
 
 
-def has_preset(name: str) -> bool:
-    return name in _files()
-
-
 def preset_for_env(env_id: str) -> str | None:
     """The preset an env id gets by default: the one named like it ('/' written '-'), else 'Atari' for ALE ids."""
     name = env_id.replace("/", "-")

@@ -254,7 +254,7 @@ class TorchPolicy:
     def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor, action_masks: torch.Tensor | None = None,
                          episode_starts: torch.Tensor | None = None, states: torch.Tensor | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(log-probs, entropies, values) of a minibatch; a recurrent module's minibatch is whole sequences
+        """(log-probs, entropies, values) of a minibatch; a recurrent module's minibatch is sequence chunks
         (``ppokit.gym.recurrent``) with each step's episode start and stored state."""
         if self.recurrent:
             params, values = self.module.evaluate_sequences(obs, episode_starts, states)
