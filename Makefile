@@ -14,7 +14,7 @@ TRL_STAMP := $(TRL_VENV)/.installed
 TRL_GRPO_VENV := .venv-trl-grpo
 TRL_GRPO_STAMP := $(TRL_GRPO_VENV)/.installed
 
-.PHONY: install train lm-demo lm-demo-real test test-envpool lint bench bench-lm-real bench-atari bench-returns bench-frozenlake bench-lm bench-lm-memory real-model gpu-check clean
+.PHONY: install train lm-demo lm-demo-real test test-envpool lint bench bench-lm-real bench-atari bench-returns bench-frozenlake bench-recurrent bench-defaults bench-tune bench-lm bench-lm-memory real-model gpu-check clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,20 @@ bench-returns: $(STAMP)
 bench-frozenlake: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[bench]"
 	$(BIN)/python benchmarks/bench_frozenlake.py
+
+# recurrent policies against sb3-contrib's RecurrentPPO defaults on CartPole without velocities (about 1.5 hours on 2 cores)
+bench-recurrent: $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[bench]"
+	$(BIN)/python benchmarks/bench_recurrent.py --total-steps 100000
+
+# PPOConfig's defaults against SB3's and CleanRL's on toy-text and classic-control envs, 3 seeds (about 40 minutes)
+bench-defaults: $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[bench]"
+	$(BIN)/python benchmarks/bench_defaults.py
+
+# ppokit tune on FrozenLake-v1 from the defaults, then the found config against the defaults on 3 fresh seeds
+bench-tune: $(STAMP)
+	$(BIN)/python benchmarks/bench_tune.py
 
 # trl 1.12.0 (the last trl with PPO) gets a venv of its own, so its pins never touch ppokit's.
 $(TRL_STAMP): constraints.txt
