@@ -42,12 +42,12 @@ def mean_return(env_id: str, act) -> float:
     env = with_step_limit(gym.make(env_id), EVAL_STEP_LIMIT)  # CliffWalking-v1 has no time limit: a looping policy ends there
     returns = []
     for i in range(EVAL_EPISODES):
-        obs, _ = env.reset(seed=10_000 + i)
+        obs, info = env.reset(seed=10_000 + i)
         total, done = 0.0, False
         while not done:
-            action = np.asarray(act(obs))
+            action = np.asarray(act(obs, info))
             action = int(action.reshape(-1)[0]) if isinstance(env.action_space, gym.spaces.Discrete) else action.reshape(env.action_space.shape)
-            obs, reward, terminated, truncated, _ = env.step(action)
+            obs, reward, terminated, truncated, info = env.step(action)
             total, done = total + float(reward), terminated or truncated
         returns.append(total)
     return statistics.mean(returns)
@@ -64,13 +64,16 @@ def run_one(runner: str, env_id: str, seed: int, total_steps: int) -> float:
         torch.set_num_threads(1)
         model = SB3PPO("MlpPolicy", gym.make(env_id), seed=seed, device="cpu", verbose=0)
         model.learn(total_steps)
-        return mean_return(env_id, lambda obs: model.predict(obs, deterministic=True)[0])
+        return mean_return(env_id, lambda obs, info: model.predict(obs, deterministic=True)[0])
     from ppokit import PPO
 
     keys = {"total_steps": total_steps, "seed": seed, "tensorboard": False} | (CLEANRL_KEYS if runner == "cleanrl" else {})
     agent = PPO(env_id, keys, preset=None, verbose=False, progress_bar=False)
     agent.learn()
-    return mean_return(env_id, lambda obs: agent.predict(np.asarray(obs), deterministic=True))
+    # ppokit trains Taxi under the action mask its info gives (action_masks: auto) and acts under it, as its own evaluation does
+    masked = getattr(getattr(agent, "collector", None), "mask_reader", None) is not None
+    return mean_return(env_id, lambda obs, info: agent.predict(np.asarray(obs), deterministic=True,
+                                                               action_mask=info.get("action_mask") if masked else None))
 
 
 def main() -> None:
