@@ -149,7 +149,7 @@ def trial_line(study, trial) -> str:
         outcome = f"score {trial.value:.2f}"
     elif trial.state == TrialState.PRUNED:
         last = list(trial.intermediate_values.values())[-1:] or [float("nan")]
-        outcome = f"pruned at evaluation {len(trial.intermediate_values)} ({last[0]:.2f})"
+        outcome = f"pruned after {len(trial.intermediate_values)} evaluation(s), the last {last[0]:.2f}"
     else:
         outcome = f"failed: {trial.user_attrs.get('error', trial.state.name)}"
     try:
