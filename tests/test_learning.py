@@ -54,3 +54,19 @@ def test_frozen_lake_preset_reaches_a_near_optimal_policy_in_100k_steps(seed):
     agent = PPO("FrozenLake-v1", {"total_steps": 100_000, "seed": seed}, verbose=False, progress_bar=False)
     agent.learn()
     assert _frozen_lake_success_probability(agent) >= 0.70
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cliff_walking_preset_walks_to_the_goal_in_100k_steps(seed):
+    """-1 a step, -100 and back to the start at the cliff, no time limit of its own (the preset ends episodes at
+    100 steps). The shortest path along the cliff scores -13, the path one row above it -17; a policy that never
+    reaches the goal scores -100 or less."""
+    assert _train_and_evaluate("CliffWalking-v1", seed) >= -17
+
+
+def test_taxi_preset_delivers_passengers_for_two_of_three_seeds():
+    """500 discrete states, -1 a step, -10 for a wrong pickup or drop-off, +20 for a delivery, 200 steps at most;
+    trained and evaluated under the action mask Taxi's info gives. The optimal policy averages about 8, a policy
+    that never delivers -200 or less."""
+    results = [_train_and_evaluate("Taxi-v4", seed) for seed in (0, 1, 2)]
+    assert sum(r >= 5 for r in results) >= 2, results
