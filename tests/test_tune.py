@@ -76,6 +76,10 @@ def test_the_median_pruner_stops_a_trial_at_its_evaluation(tmp_path):
     assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
     assert all(len(t.intermediate_values) == 1 for t in study.trials)  # stopped at the first evaluation, not trained on
     assert counted_trials(study) == 2
+    # the last evaluation of the last seed is the trial's score: it completes, however it compares
+    settings.evaluations = 1
+    run_trials(study, settings, trials=3, timeout=None)
+    assert study.trials[-1].state.name == "COMPLETE" and len(study.trials[-1].intermediate_values) == 1
 
 
 def test_failed_trials_are_recorded_with_their_message_and_the_study_goes_on(tmp_path, capsys):

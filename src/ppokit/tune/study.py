@@ -109,7 +109,8 @@ class Objective:
             evaluations.append(float(np.mean(returns)))
             metrics["eval/mean_return"] = evaluations[-1]
             trial.report(evaluations[-1], seed_index * settings.evaluations + point - 1)  # the same step means the same point in every trial
-            pruned = trial.should_prune()
+            final = done == updates and seed_index == len(settings.seeds) - 1  # the trial's score is known: complete it, never prune it
+            pruned = not final and trial.should_prune()
             return not pruned
 
         agent.learn(callback=evaluate)
