@@ -1,10 +1,10 @@
 """ppokit tune, shown: tune FrozenLake-v1 from the defaults (no preset) for a fixed budget, then train the found config
 on 3 fresh seeds against the defaults, side by side.
 
-    python benchmarks/bench_tune.py [--trials 40] [--n-jobs 2] [--total-steps 100000] [--seeds 100 101 102]
+    python benchmarks/bench_tune.py [--trials 40] [--n-jobs 2] [--total-steps 100000] [--seeds 100 101 102] [--trial-seeds 3]
 
-1. `ppokit tune FrozenLake-v1 --no-preset --trials N --total-steps 100000 --evaluations 5 --eval-episodes 50 --n-jobs 2
-   --sampler-seed 0` into results/raw/tune-frozenlake/ (the study continues if it is there).
+1. `ppokit tune FrozenLake-v1 --no-preset --trials N --total-steps 100000 --evaluations 5 --eval-episodes 100 --seeds 3
+   --n-jobs 2 --sampler-seed 0` into results/raw/tune-frozenlake/ (the study continues if it is there).
 2. The best config (best.yaml) and PPOConfig's defaults, each on seeds the study never used, a fresh process per run:
    the greedy policy's exact success probability (computed from the env's transition table, no evaluation noise)
    and its success rate over 100 deterministic episodes (env seeds 10000-10099), as bench_frozenlake.py measures them.
@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--total-steps", type=int, default=100_000)
     parser.add_argument("--seeds", nargs="*", type=int, default=[100, 101, 102])
+    parser.add_argument("--trial-seeds", type=int, default=3, help="runs per trial (seeds 0..S-1): one seed lets the search fit its noise")
     parser.add_argument("--one", nargs=2, metavar=("CONFIG", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -57,7 +58,8 @@ def main() -> None:
         return
     env = os.environ | {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     tune = [sys.executable, "-m", "ppokit", "tune", ENV_ID, "--no-preset", "--trials", str(args.trials), "--total-steps", str(args.total_steps),
-            "--evaluations", "5", "--eval-episodes", "50", "--n-jobs", str(args.n_jobs), "--sampler-seed", "0", "--study-dir", str(STUDY_DIR)]
+            "--evaluations", "5", "--eval-episodes", "100", "--seeds", str(args.trial_seeds), "--n-jobs", str(args.n_jobs), "--sampler-seed", "0",
+            "--study-dir", str(STUDY_DIR)]
     started = time.perf_counter()
     subprocess.run(tune, env=env, check=True)
     tuning_seconds = time.perf_counter() - started
@@ -77,7 +79,8 @@ def main() -> None:
     tuned_keys = {k: v for k, v in yaml.safe_load(best.read_text()).items() if k != "total_steps"}
     lines = [f"# ppokit tune on {ENV_ID}: the found config against the defaults", "",
              f"`python benchmarks/bench_tune.py --trials {args.trials} --n-jobs {args.n_jobs}`: `ppokit tune {ENV_ID} --no-preset` with the default "
-             f"search space, {trials} trials of one {args.total_steps:,}-step run (5 evaluations of 50 deterministic episodes, median pruner), "
+             f"search space, {trials} trials of {args.trial_seeds} runs of {args.total_steps:,} steps (seeds 0-{args.trial_seeds - 1}; "
+             "5 evaluations of 100 deterministic episodes each, median pruner), "
              f"{args.n_jobs} worker processes, {tuning_seconds / 60:.0f} minutes on the 2-core machine. Then each config trains "
              f"{args.total_steps:,} steps on seeds {', '.join(map(str, args.seeds))} (never used by the study), a fresh process per run.", "",
              "| config | exact success probability per seed | median | success rate, 100 episodes, per seed | median |", "|---|---|---|---|---|"]
