@@ -194,7 +194,7 @@ def test_lora_reference_is_the_base_with_adapter_off(saved_model):
     with torch.no_grad():
         rows = Responses([0], [trainer.prompts[0]], [trainer.prompt_ids[0]], [[3, 4, 5]], ["x"], torch.tensor([False]))
         reference = trainer.reference_logprobs(pad_responses(rows, torch.zeros(1), trainer.tokenizer.pad_token_id, trainer.device))
-        pad = trainer.tokenizer.pad_token_id  # never sampled: scored at probability 0
+        pad = trainer.unsampled_token  # the pad token, never sampled: scored at probability 0
         expected = token_logprobs(response_logits(base, ids, mask, ids.shape[1] - 3, trainer.precision), responses, suppressed=pad)
         trained = token_logprobs(response_logits(trainer.policy, ids, mask, ids.shape[1] - 3, trainer.precision), responses, suppressed=pad)
     torch.testing.assert_close(reference, expected)
@@ -331,3 +331,18 @@ def test_demo_preference_pairs_do_not_depend_on_the_hash_seed():
     assert len(outputs) == 1
     pairs = json.loads(outputs.pop())
     assert [(p["chosen"], p["rejected"]) for p in pairs] == [("1 2 3 4 5", "1 2 3 4 4"), ("1 2 3 4 5", "1 2 3 4 9"), ("1 2 3 4 5", "0 2 3 4 5")]
+
+
+def test_a_pad_token_that_is_the_eos_stays_sampled_and_scored():
+    """A chat tokenizer that pads with its end of turn: that token ends every response, so neither generation
+    nor scoring may suppress it; a distinct pad token is never sampled and scores probability 0."""
+    from ppokit.lm.generation import unsampled_token
+
+    assert unsampled_token(pad_id=7, eos_id=7) is None and unsampled_token(pad_id=0, eos_id=2) == 0 and unsampled_token(None, 2) is None
+    logits = torch.randn(1, 3, 10)
+    eos = torch.tensor([[4, 1, 7]])
+    scored = token_logprobs(logits, eos, suppressed=unsampled_token(7, 7))
+    torch.testing.assert_close(scored, torch.log_softmax(logits, -1).gather(-1, eos[..., None])[..., 0])
+    assert torch.isfinite(scored).all()
+    without_pad = token_logprobs(logits, torch.tensor([[4, 1, 0]]), suppressed=unsampled_token(0, 7))
+    assert without_pad[0, 2] == 0.0 and torch.isfinite(without_pad).all()  # padding after the EOS: 0, never -inf x 0

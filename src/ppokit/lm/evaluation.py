@@ -62,6 +62,6 @@ def _mean_kl(trainer, responses: Responses) -> float:
     rollout = pad_responses(responses, torch.zeros(len(responses)), trainer.tokenizer.pad_token_id, trainer.device)
     chunk, size = trainer.forward_batch_size, len(rollout)
     policy = in_chunks(lambda rows: response_logprobs(trainer.models.policy, rollout, rows, trainer.precision, trainer.config.temperature,
-                                                      trainer.models.share_prompts, trainer.tokenizer.pad_token_id), size, chunk, trainer.device)
+                                                      trainer.models.share_prompts, trainer.unsampled_token), size, chunk, trainer.device)
     reference = trainer.reference_logprobs(rollout)
     return float(kl_k1(policy, reference).mul(rollout.mask).sum(1).mean())

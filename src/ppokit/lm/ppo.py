@@ -52,7 +52,7 @@ from ppokit.lm.data import load_located_rows, prompt_of
 from ppokit.lm.device import placed, rank_device, resolve_device, write_run_info
 from ppokit.lm.encoding import encode_prompt
 from ppokit.lm.evaluation import evaluate_policy
-from ppokit.lm.generation import GenerationSettings
+from ppokit.lm.generation import GenerationSettings, unsampled_token
 from ppokit.lm.models import context_length, load_causal_lm, load_tokenizer, save_pretrained
 from ppokit.lm.parallel import gather_batch, rank_seed, rank_share, reshard, save_sharded
 from ppokit.lm.ppo_models import PPOModels
@@ -214,6 +214,11 @@ class LMPPOTrainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    @property
+    def unsampled_token(self) -> int | None:
+        """The pad token, which generation never samples (probability 0 when scoring), unless it is the EOS."""
+        return unsampled_token(self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
+
     def _padded(self, responses: Responses) -> Rollout:
         group_ids = torch.arange(len(responses), device=self.device) // self.config.samples_per_prompt
         return pad_responses(responses, group_ids, self.tokenizer.pad_token_id, self.device)
@@ -284,7 +289,7 @@ class LMPPOTrainer:
                 rollout.logprobs = torch.empty_like(rollout.mask)
                 for rows in layout:
                     rollout.logprobs[rows] = response_logprobs(self.policy, rollout, rows, self.precision, self.config.temperature,
-                                                               self.models.share_prompts, self.tokenizer.pad_token_id)
+                                                               self.models.share_prompts, self.unsampled_token)
             finally:
                 self.models.training_mode(False)
         if self.models.uses_reference:
@@ -303,7 +308,7 @@ class LMPPOTrainer:
         """Log-probs of the sampled responses under the reference (with LoRA: the policy with its adapter off)."""
         def logprobs(model):
             return in_chunks(lambda rows: response_logprobs(model, rollout, rows, self.precision, self.config.temperature, self.models.share_prompts,
-                                                            self.tokenizer.pad_token_id), len(rollout), self.forward_batch_size, self.device)
+                                                            self.unsampled_token), len(rollout), self.forward_batch_size, self.device)
 
         if self.reference is None:
             with self.policy.disable_adapter():
@@ -368,7 +373,7 @@ class LMPPOTrainer:
                 logits = response_logits(self.models.policy_update, ids, mask, width, self.precision)
             else:
                 logits = self.models.policy_update(ids, mask, width)
-            logprob, entropy = logprobs_and_entropy(logits, responses, self.config.temperature, bool(self.config.ent_coef), self.tokenizer.pad_token_id)
+            logprob, entropy = logprobs_and_entropy(logits, responses, self.config.temperature, bool(self.config.ent_coef), self.unsampled_token)
             values = None if self.models.value_update is None else self.models.value_update(ids, mask, width)
             return tuple(None if x is None else pad_columns(x, full_width) for x in (logprob, entropy, values))
 
