@@ -116,7 +116,7 @@ def test_predict_takes_and_returns_the_state():
     _, fresh = agent.predict(obs, deterministic=True)
     _, restarted = agent.predict(obs, state=state, episode_start=[True, True], deterministic=True)
     np.testing.assert_array_equal(fresh, restarted)
-    with pytest.raises(InputError, match=r"state has 3 values per copy; this policy's memory has 32"):
+    with pytest.raises(InputError, match=rf"state has 3 values per copy; this policy's memory has {agent.policy.state_size} "):
         agent.predict(obs, state=np.zeros((2, 3)))
 
 

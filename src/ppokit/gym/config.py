@@ -78,10 +78,11 @@ class PPOConfig(ConfigBase, UpdateFields):
     concatenated, then the actor and critic MLPs; 'lstm': the encoder the observation calls for, then
     an LSTM (lstm_hidden_size), then the MLPs; 'auto': the CNN for images, multi_input for a Dict or
     Tuple with an image key, else the MLP. A torch module of your own is passed as PPO(..., module=...)."""
-    lstm_hidden_size: int = 128
-    """Units of the LSTM of policy 'lstm'."""
-    lstm_shared: bool = True
-    """Policy 'lstm': one LSTM shared by the actor and the critic (true), or one each (false)."""
+    lstm_hidden_size: int = 256
+    """Units of the LSTM of policy 'lstm' (256, as sb3-contrib's RecurrentPPO)."""
+    lstm_shared: bool = False
+    """Policy 'lstm': one LSTM shared by the actor and the critic (true), or one each (false, as sb3-contrib's RecurrentPPO:
+    the value loss does not shape the actor's memory)."""
     lstm_sequence_length: int = 0
     """Policy 'lstm': the update replays chunks of this many consecutive steps of one env copy, each from the memory the rollout
     had at its first step (truncated backpropagation through time); a minibatch is minibatch_size / lstm_sequence_length
