@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ppokit.config import _suggest
+from ppokit.config import _suggest, load_yaml
 from ppokit.errors import ConfigError
 
 DEFAULT_SEARCH_SPACE = Path(__file__).with_name("default_search_space.yaml")
@@ -58,13 +56,8 @@ def load_search_space(path: str | Path | None = None) -> list[Dimension]:
     from ppokit.gym.config import PPOConfig
 
     path = Path(path) if path is not None else DEFAULT_SEARCH_SPACE
-    if not path.is_file():
-        raise ConfigError(f"search space {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"search space {str(path)!r} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict) or not data:
+    data = load_yaml(path, "search space")
+    if not data:
         raise ConfigError(f"search space {str(path)!r} must map config keys to distributions, "
                           "e.g. learning_rate: {type: float, low: 1.0e-5, high: 1.0e-3, log: true}")
     known = set(PPOConfig.field_names())
