@@ -70,7 +70,9 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path):
 
 def test_the_median_pruner_stops_a_trial_at_its_evaluation(tmp_path):
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1e9))  # prunes every report
-    settings = TuneSettings(env_id="CartPole-v1", base={"n_envs": 2}, dimensions=load_search_space(), total_steps=2048, eval_episodes=2,
+    # n_steps fixed: 16 updates, the first evaluation after 4 of them (a sampled 1024 would make it the last, which is never pruned)
+    space = [d for d in load_search_space() if d.key != "n_steps"]
+    settings = TuneSettings(env_id="CartPole-v1", base={"n_envs": 2, "n_steps": 64}, dimensions=space, total_steps=2048, eval_episodes=2,
                             evaluations=4)
     run_trials(study, settings, trials=2, timeout=None)
     assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
@@ -119,20 +121,21 @@ def test_ctrl_c_ends_the_study_cleanly_and_the_same_command_continues_it(tmp_pat
     assert counted_trials(study) == 2 and len(study.trials) == 3
 
 
-def test_bad_input_names_what_and_where(tmp_path):
+@pytest.mark.parametrize("text, message", [
+    ("learning_rat: {type: float, low: 1.0e-5, high: 1.0e-3}", r"space\.yaml'.*key 'learning_rat': not a config key.*learning_rate"),
+    ("learning_rate: {type: uniform, low: 1.0e-5, high: 1.0e-3}",
+     r"key 'learning_rate': distribution 'uniform' is not one of Optuna's: float, int, categorical"),
+    ("learning_rate: {type: float, low: 0.0, high: 1.0e-3, log: true}", r"log distribution needs low > 0"),
+    ("seed: {type: int, low: 0, high: 9}", r"the study sets seed for every trial"),
+])
+def test_a_bad_search_space_names_the_key_and_the_file(tmp_path, text, message):
     space = tmp_path / "space.yaml"
-    space.write_text("learning_rat: {type: float, low: 1.0e-5, high: 1.0e-3}\n")
-    with pytest.raises(ConfigError, match=r"space\.yaml'.*key 'learning_rat': not a config key.*learning_rate"):
+    space.write_text(text + "\n")
+    with pytest.raises(ConfigError, match=message):
         load_search_space(space)
-    space.write_text("learning_rate: {type: uniform, low: 1.0e-5, high: 1.0e-3}\n")
-    with pytest.raises(ConfigError, match=r"key 'learning_rate': distribution 'uniform' is not one of Optuna's: float, int, categorical"):
-        load_search_space(space)
-    space.write_text("learning_rate: {type: float, low: 0.0, high: 1.0e-3, log: true}\n")
-    with pytest.raises(ConfigError, match=r"log distribution needs low > 0"):
-        load_search_space(space)
-    space.write_text("seed: {type: int, low: 0, high: 9}\n")
-    with pytest.raises(ConfigError, match=r"the study sets seed for every trial"):
-        load_search_space(space)
+
+
+def test_a_storage_or_env_that_cannot_be_used_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"storage 'sqlite:////no/such/folder/tune\.db' cannot be opened"):
         open_study("sqlite:////no/such/folder/tune.db", "x")
     with pytest.raises(ConfigError, match=r"storage 'nosuchdb://host/x' cannot be opened"):

@@ -40,8 +40,9 @@ def sample_responses(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
     model.eval()
     options = NEUTRAL_LOGITS | ({"do_sample": False} if settings.greedy else {
         "do_sample": True, "temperature": settings.temperature, "top_k": settings.top_k, "top_p": settings.top_p, **NEUTRAL_SAMPLING})
+    unsampled = unsampled_token(pad_id, eos_id)
     output = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=settings.max_new_tokens, eos_token_id=eos_id,
-                            pad_token_id=pad_id, use_cache=True, suppress_tokens=none_or_list(unsampled_token(pad_id, eos_id)), synced_gpus=synced,
+                            pad_token_id=pad_id, use_cache=True, suppress_tokens=None if unsampled is None else [unsampled], synced_gpus=synced,
                             **options)
     model.train(was_training)
     return output[:, prompt_ids.shape[1]:]
@@ -51,10 +52,6 @@ def unsampled_token(pad_id: int | None, eos_id: int | None) -> int | None:
     """The token generation never samples and scoring gives probability 0: the pad token, unless it is also the EOS
     (a chat model whose tokenizer pads with its end of turn), which ends every response and must stay sampled."""
     return None if pad_id is None or pad_id == eos_id else pad_id
-
-
-def none_or_list(token: int | None) -> list[int] | None:
-    return None if token is None else [token]
 
 
 def generate(model, tokenizer, prompts: list, settings: GenerationSettings | None = None) -> list[str]:

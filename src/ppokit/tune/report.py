@@ -68,27 +68,28 @@ def _write_plots(study, study_dir: Path, complete: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import optuna
     from optuna.importance import PedAnovaImportanceEvaluator
     from optuna.visualization import matplotlib as optuna_plots
 
     with _quiet_experimental_warnings():
-        axes = optuna_plots.plot_optimization_history(study)
-        axes.figure.set_size_inches(8, 5)
-        axes.figure.tight_layout()
-        axes.figure.savefig(study_dir / "history.png", dpi=100)
-        plt.close(axes.figure)
+        _save(optuna_plots.plot_optimization_history(study), study_dir / "history.png")
         if complete >= 2:  # importances compare completed trials
             try:
                 axes = optuna_plots.plot_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
             except (RuntimeError, ValueError) as exc:  # e.g. every completed trial took the same value of each key
                 optuna.logging.get_logger("optuna").warning(f"no importance plot: {exc}")
                 return
-            axes.figure.set_size_inches(8, 5)
-            axes.figure.tight_layout()
-            axes.figure.savefig(study_dir / "importance.png", dpi=100)
-            plt.close(axes.figure)
+            _save(axes, study_dir / "importance.png")
+
+
+def _save(axes, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    axes.figure.set_size_inches(8, 5)
+    axes.figure.tight_layout()
+    axes.figure.savefig(path, dpi=100)
+    plt.close(axes.figure)
 
 
 @contextlib.contextmanager
