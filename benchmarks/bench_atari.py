@@ -58,7 +58,7 @@ def train_sb3(env_id: str, seed: int, steps: int) -> dict:
     from stable_baselines3.common.env_util import make_atari_env
     from stable_baselines3.common.vec_env import VecFrameStack
 
-    from ppokit.gym.atari import register_ale
+    from ppokit.gym.envs.atari import register_ale
 
     register_ale()
     torch.set_num_threads(1)

@@ -36,7 +36,7 @@ def mean_return(env_id: str, act) -> float:
     import gymnasium as gym
     import numpy as np
 
-    from ppokit.gym.envs import with_step_limit
+    from ppokit.gym.envs.make import with_step_limit
     from ppokit.gym.evaluate import EVAL_STEP_LIMIT
 
     env = with_step_limit(gym.make(env_id), EVAL_STEP_LIMIT)  # CliffWalking-v1 has no time limit: a looping policy ends there

@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 
 from ppokit import PPO
-from ppokit.gym.envpool_backend import EnvpoolVectorEnv
+from ppokit.gym.envs.envpool_backend import EnvpoolVectorEnv
 
 SETTINGS = {"CartPole-v1": dict(n_envs=8, n_steps=32, total_steps=50_000), "Pendulum-v1": dict(n_envs=4, n_steps=1024, total_steps=50_000),
             "HalfCheetah-v4": dict(n_envs=1, n_steps=2048, total_steps=20_480)}

@@ -33,7 +33,7 @@ def mean_return(act_with_memory) -> float:
     """``act_with_memory(obs, memory, episode_start) -> (action, memory)``, run one episode at a time."""
     import gymnasium as gym
 
-    from ppokit.gym.toy_envs import register_toy_envs
+    from ppokit.gym.envs.toy_envs import register_toy_envs
 
     register_toy_envs()
     env = gym.make(ENV_ID)
@@ -72,7 +72,7 @@ def run_one(runner: str, seed: int, total_steps: int) -> dict:
         import torch
         from sb3_contrib import RecurrentPPO
 
-        from ppokit.gym.toy_envs import register_toy_envs
+        from ppokit.gym.envs.toy_envs import register_toy_envs
 
         register_toy_envs()
         torch.set_num_threads(1)

@@ -20,7 +20,7 @@ import time
 import warnings
 from pathlib import Path
 
-from ppokit.gym.envs import has_numpy_vector_env
+from ppokit.gym.envs.make import has_numpy_vector_env
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

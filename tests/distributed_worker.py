@@ -17,7 +17,7 @@ from envs import CrashingEnv, DictWalkEnv, FixedLengthWalkEnv  # noqa: E402
 
 from ppokit import PPO  # noqa: E402
 from ppokit.distributed import close_world, current_world  # noqa: E402
-from ppokit.gym.agent import build_policy_and_engine  # noqa: E402
+from ppokit.gym.build import build_policy_and_engine  # noqa: E402
 from ppokit.gym.config import PPOConfig  # noqa: E402
 from ppokit.gym.rollout import sequence_order  # noqa: E402
 
@@ -134,7 +134,7 @@ def lm_group_update(spec: dict, update: bool = True) -> np.ndarray:
                       [tokenizer.decode(r) for r in responses], torch.tensor([bool(row % 3) for row in range(8)]),
                       torch.tensor([0.1 * rng.randint(0, 10) for _ in range(8)]))
     rollout = trainer._padded(batch.take(rank_share(list(range(8)), world)))
-    rollout.first_epoch_order, layout = trainer.plan_first_epoch(len(rollout))
+    layout = trainer.plan_first_epoch(len(rollout))
     with torch.no_grad():
         trainer.score(rollout, layout)
         trainer.advantages(rollout)

@@ -8,10 +8,10 @@ from envs import DictWalkEnv, InfoMaskEnv, MaskRecordingEnv, MultiDiscreteMaskEn
 
 from ppokit import PPO
 from ppokit.errors import ConfigError, EnvError, InputError
-from ppokit.gym.distributions import Categorical, MultiCategorical, mask_logits
 from ppokit.gym.evaluate import evaluate_policy
+from ppokit.gym.policies.distributions import Categorical, MultiCategorical, mask_logits
+from ppokit.gym.policies.torch_distributions import log_prob_entropy
 from ppokit.gym.presets import load_preset
-from ppokit.gym.torch_engine import log_prob_entropy
 
 SMALL = {"n_envs": 2, "n_steps": 32, "minibatch_size": 32, "n_epochs": 2, "total_steps": 64, "tensorboard": False}
 

@@ -7,7 +7,7 @@ pytest.importorskip("ale_py")
 
 from ppokit import PPO  # noqa: E402
 from ppokit.errors import EnvError  # noqa: E402
-from ppokit.gym.envs import make_env  # noqa: E402
+from ppokit.gym.envs.make import make_env  # noqa: E402
 from ppokit.gym.evaluate import evaluate_policy  # noqa: E402
 
 
@@ -86,6 +86,6 @@ def test_ale_ids_are_known_without_importing_ale_py_first():
     import subprocess
     import sys
 
-    code = "from ppokit.gym.envs import check_env_id; check_env_id('ALE/Pong-v5'); print('ok')"
+    code = "from ppokit.gym.envs.make import check_env_id; check_env_id('ALE/Pong-v5'); print('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr

@@ -45,7 +45,7 @@ def test_train_then_eval_writes_run_dir(tmp_path, capsys):
 
 
 def test_config_file_and_precedence(tmp_path):
-    from ppokit.cli import resolve_train_config
+    from ppokit.gym.cli import resolve_train_config
 
     file = tmp_path / "c.yaml"
     file.write_text("learning_rate: 0.005\nn_envs: 4\n")

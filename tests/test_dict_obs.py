@@ -8,10 +8,10 @@ import pytest
 from envs import DictWalkEnv
 
 from ppokit import PPO
+from ppokit.gym.envs.spaces import ObservationEncoder, space_from_json, space_to_json
+from ppokit.gym.envs.toy_envs import DictTargetEnv
 from ppokit.gym.evaluate import evaluate_policy
 from ppokit.gym.presets import load_preset
-from ppokit.gym.spaces import ObservationEncoder, space_from_json, space_to_json
-from ppokit.gym.toy_envs import DictTargetEnv
 
 MIXED = gym.spaces.Dict({
     "pos": gym.spaces.Box(-5.0, 5.0, (2,), np.float32),
@@ -86,7 +86,7 @@ def test_auto_picks_one_encoder_per_key_for_a_dict_with_an_image():
     assert agent.policy_kind == "multi_input" and agent.engine.name == "torch"
     names = list(agent.policy.state_dict())
     assert any(name.startswith("module.features.images.0.body.0") for name in names)  # the image key's CNN
-    assert "module.heads.actor.0.weight" in names
+    assert "module.actor.0.weight" in names
 
 
 def test_predict_takes_the_dict_as_the_env_returns_it_single_or_batched():

@@ -7,9 +7,9 @@ import pytest
 
 from ppokit.core.settings import UpdateSettings
 from ppokit.gym.config import PPOConfig
-from ppokit.gym.numpy_engine import NumpyEngine
-from ppokit.gym.policy import Policy
-from ppokit.gym.torch_engine import TorchEngine
+from ppokit.gym.engines.numpy_engine import NumpyEngine
+from ppokit.gym.engines.torch_engine import TorchEngine
+from ppokit.gym.policies.numpy_policy import Policy
 
 OBS = gym.spaces.Box(-1.0, 1.0, (5,), np.float32)
 ACTION_SPACES = {

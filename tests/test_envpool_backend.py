@@ -15,8 +15,8 @@ from gymnasium.vector import AutoresetMode
 
 from ppokit import PPO
 from ppokit.errors import EnvError
-from ppokit.gym.envpool_backend import EnvpoolVectorEnv
-from ppokit.gym.envs import make_vector_env
+from ppokit.gym.envs.envpool_backend import EnvpoolVectorEnv
+from ppokit.gym.envs.make import make_vector_env
 
 
 class _StandInPool:
@@ -75,7 +75,7 @@ def test_envpool_backend_only_when_asked_for(stand_in_envpool):
 def _real_envpool():
     """envpool where it is installed with a numpy it works with: `make test-envpool` runs these in a venv of its own (numpy<2)."""
     envpool = pytest.importorskip("envpool")
-    from ppokit.gym.envpool_backend import numpy_too_new_for
+    from ppokit.gym.envs.envpool_backend import numpy_too_new_for
 
     if numpy_too_new_for(envpool):
         pytest.skip(f"envpool {envpool.__version__} needs numpy<2 (numpy {np.__version__} here): make test-envpool runs it")

@@ -6,7 +6,7 @@ from PIL import Image
 
 from ppokit import PPO
 from ppokit.cli import main
-from ppokit.gym.video import record_episode
+from ppokit.gym.envs.video import record_episode
 from ppokit.plots import DPI, FIGSIZE, plot_runs
 
 

@@ -10,7 +10,9 @@ from torch import nn
 from ppokit import PPO
 from ppokit.errors import ConfigError
 from ppokit.gym.evaluate import evaluate_policy
-from ppokit.gym.torch_policy import NatureCNNActorCritic, TorchPolicy
+from ppokit.gym.policies.features import FrameFeatures
+from ppokit.gym.policies.networks import ActorCriticNetwork
+from ppokit.gym.policies.torch_policy import TorchPolicy
 
 CATCH = {"n_envs": 8, "n_steps": 64, "minibatch_size": 128, "n_epochs": 4, "learning_rate": 1e-3, "ent_coef": 0.01, "tensorboard": False}
 TINY = CATCH | {"n_envs": 2, "n_steps": 16, "minibatch_size": 16, "n_epochs": 2}
@@ -23,7 +25,8 @@ def _catch():
 def test_image_observations_get_the_cnn_and_the_torch_engine():
     agent = PPO(_catch, TINY | {"total_steps": 32}, verbose=False, progress_bar=False)
     assert agent.policy_kind == "cnn" and agent.engine.name == "torch"
-    assert isinstance(agent.policy, TorchPolicy) and isinstance(agent.policy.module, NatureCNNActorCritic)
+    assert isinstance(agent.policy, TorchPolicy) and isinstance(agent.policy.module, ActorCriticNetwork)
+    assert isinstance(agent.policy.module.features, FrameFeatures) and len(agent.policy.module.actor) == 1  # one linear layer per head
     assert agent.policy.obs_dtype == np.uint8 and agent.policy.obs_shape == (60, 60, 1)
     vector = PPO("CartPole-v1", {"n_envs": 2, "n_steps": 16, "minibatch_size": 16, "total_steps": 32}, verbose=False, progress_bar=False)
     assert vector.policy_kind == "mlp" and vector.engine.name == "numpy"
@@ -52,8 +55,8 @@ def test_frames_too_small_for_the_nature_cnn_are_a_clear_error():
 
 def test_channel_first_and_channel_last_frames_give_the_same_output():
     torch.manual_seed(0)
-    last = NatureCNNActorCritic((60, 60, 3), channels_last=True, action_param_size=4)
-    first = NatureCNNActorCritic((3, 60, 60), channels_last=False, action_param_size=4)
+    last = ActorCriticNetwork(FrameFeatures((60, 60, 3)), 512, [], "tanh", 4)
+    first = ActorCriticNetwork(FrameFeatures((3, 60, 60)), 512, [], "tanh", 4)
     first.load_state_dict(last.state_dict())
     frames = torch.randint(0, 256, (5, 60, 60, 3), dtype=torch.uint8)
     for a, b in zip(last(frames), first(frames.permute(0, 3, 1, 2).contiguous())):
@@ -128,7 +131,7 @@ def test_cnn_learns_pixel_catch_and_an_mlp_on_the_same_pixels_does_not():
 
 
 def test_image_space_detection():
-    from ppokit.gym.actor_critic import is_image_space
+    from ppokit.gym.envs.spaces import is_image_space
 
     assert is_image_space(gym.spaces.Box(0, 255, (84, 84, 3), np.uint8))
     assert is_image_space(gym.spaces.Box(0, 255, (4, 84, 84), np.uint8))

@@ -4,7 +4,7 @@ import pytest
 
 from ppokit import PPO, PPOConfig
 from ppokit.errors import ConfigError
-from ppokit.gym.envs import make_env
+from ppokit.gym.envs.make import make_env
 from ppokit.gym.presets import list_presets, load_preset
 
 

@@ -51,7 +51,7 @@ def test_discrete_observations_are_one_hot():
 
 
 def test_categorical_sampling_matches_probabilities():
-    from ppokit.gym.distributions import Categorical
+    from ppokit.gym.policies.distributions import Categorical
 
     dist = Categorical(gym.spaces.Discrete(4))
     probs = np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32)

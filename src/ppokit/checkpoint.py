@@ -27,11 +27,11 @@ import ppokit
 from ppokit.errors import CheckpointError
 
 MODEL_FORMAT = "ppokit.model"
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2  # 2: torch networks built from parts (version 1's names are renamed on load)
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 CHECKPOINT_FORMAT = "ppokit.checkpoint"
-CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 2  # as MODEL_FORMAT_VERSION
 CHECKPOINT_WEIGHTS_FILE = "checkpoint.safetensors"
 CHECKPOINT_META_FILE = "checkpoint.json"
 CHECKPOINTS_DIR = "checkpoints"

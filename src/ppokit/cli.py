@@ -1,17 +1,11 @@
-"""Command line: `ppokit train`, `ppokit eval`, `ppokit plot`, `ppokit presets`, `ppokit envs`, and `ppokit lm ...`
-(the language-model commands, in ppokit/lm/cli.py)."""
+"""Command line entry point: `ppokit COMMAND`. Each front end's commands live with it: gym/cli.py (train, eval, plot,
+presets, envs), lm/cli.py (lm ...), tune/command.py (tune); `ppokit keys` is here."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
-import time
-from pathlib import Path
-
-import yaml
 
 from ppokit.errors import PPOKitError
 
@@ -54,52 +48,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ppokit", description="Proximal Policy Optimization for Gymnasium environments and language models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    train = sub.add_parser(
-        "train",
-        help="train a policy on a Gymnasium environment",
-        description="Train PPO on ENV_ID. Config precedence: defaults < preset < --config FILE < key=value overrides < flags.",
-        epilog="examples: ppokit train CartPole-v1 --seed 1 learning_rate=1e-3 n_envs=16;  ppokit train --resume runs/CartPole-v1-seed1-...",
-        add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_keys_help(train, "train")
-    train.add_argument("env_id", metavar="ENV_ID", nargs="?", help="a registered Gymnasium id, e.g. CartPole-v1 (or module:Id)")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint (its config, schedules and logs)")
-    train.add_argument("--preset", metavar="NAME", help="hyperparameter preset (default: the preset named ENV_ID if there is one; see `ppokit presets`)")
-    train.add_argument("--no-preset", action="store_true", help="start from ppokit's defaults even if ENV_ID has a preset")
-    train.add_argument("--config", metavar="FILE", help="YAML file of config keys, applied over the preset")
-    train.add_argument("--seed", type=int, help="random seed (overrides the config)")
-    train.add_argument("--total-steps", type=int, metavar="N",
-                       help="environment steps to train for (overrides the config); with --resume, the run's new total, to train a run further")
-    train.add_argument("--run-dir", metavar="DIR", help="where logs and the model go (default: runs/ENV_ID-seedN-TIMESTAMP)")
-    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    train.add_argument("--quiet", action="store_true", help="no per-update console summary")
-    train.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, values read as YAML")
-    train.set_defaults(handler=_train)
+    from ppokit.gym.cli import add_gym_parsers
 
-    evaluate = sub.add_parser("eval", help="evaluate a trained model",
-                              description="Run a saved model for N episodes; prints mean and std and writes them to a file of their own in RUN_DIR, "
-                                          "named by the settings (eval-N-deterministic-seedS.json); the run's eval.json from training is left as it is.")
-    evaluate.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or any folder holding model.safetensors and model.json)")
-    evaluate.add_argument("--episodes", type=int, default=20, metavar="N", help="episodes to run (default 20)")
-    evaluate.add_argument("--deterministic", action="store_true", help="take the most likely action instead of sampling")
-    evaluate.add_argument("--seed", type=int, help="seed of the evaluation envs (default: the run's seed + 10000)")
-    evaluate.add_argument("--video", action="store_true", help="also record one episode to RUN_DIR/video.mp4 (rgb_array rendering)")
-    evaluate.set_defaults(handler=_eval)
-
-    plot = sub.add_parser("plot", help="plot learning curves of runs",
-                          description="Episodic return against steps; runs of the same env (and preset) are drawn as mean and min-max band over seeds.")
-    plot.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="run directories (each with progress.csv)")
-    plot.add_argument("-o", "--output", metavar="FILE", default="curves.png", help="PNG to write (default curves.png)")
-    plot.add_argument("--title", help="plot title")
-    plot.set_defaults(handler=_plot)
-
-    presets = sub.add_parser("presets", help="list the shipped hyperparameter presets", description="List the shipped presets with the env each was tuned for.")
-    presets.add_argument("name", nargs="?", help="show one preset's values")
-    presets.set_defaults(handler=_presets)
-
-    envs = sub.add_parser("envs", help="list registered Gymnasium environment ids", description="List the environment ids registered with Gymnasium.")
-    envs.add_argument("filter", nargs="?", default="", help="only ids containing this text")
-    envs.set_defaults(handler=_envs)
+    add_gym_parsers(sub)
 
     keys = sub.add_parser("keys", help="list the config keys of a command, with defaults and meanings",
                           description="Every config key of `ppokit train` (train) or `ppokit lm sft|rm|ppo` (sft, rm, ppo): its default and meaning.")
@@ -115,212 +66,12 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_train_config(env_id: str, preset: str | None, no_preset: bool, config_file: str | None, overrides: list[str], seed: int | None,
-                         total_steps: int | None):
-    """Merge defaults < preset < config file < overrides < flags into one validated PPOConfig."""
-    from ppokit.config import load_yaml, parse_overrides
-    from ppokit.gym.agent import AUTO_PRESET, resolve_config, resolve_preset_name
-
-    preset_name = resolve_preset_name(env_id, preset if preset is not None else (None if no_preset else AUTO_PRESET))
-    values: dict = {}
-    if config_file is not None:
-        values.update(load_yaml(config_file))
-    values.update(parse_overrides(overrides))
-    if seed is not None:
-        values["seed"] = seed
-    if total_steps is not None:
-        values["total_steps"] = total_steps
-    return resolve_config(env_id, values, preset_name), preset_name
-
-
-def _train(args) -> int:
-    from ppokit.distributed import current_world
-    from ppokit.gym.agent import PPO
-    from ppokit.gym.envs import check_env_id
-
-    world = current_world()  # data parallel under torchrun: rank 0 alone prints and writes
-    say = print if world.is_main else _quiet
-    progress = False if args.no_progress else None
-    if args.resume:
-        flags = [("ENV_ID", args.env_id), ("--preset", args.preset), ("--no-preset", args.no_preset), ("--config", args.config),
-                 ("--seed", args.seed), ("--run-dir", args.run_dir), ("key=value", args.overrides)]
-        given = [flag for flag, value in flags if value]
-        if given:
-            raise _usage_error(f"--resume continues a run with its saved config (only --total-steps, the new total, may be given); "
-                               f"do not combine it with {', '.join(given)}")
-        run_dir = Path(args.resume)
-        agent = PPO.load(run_dir, run_dir=run_dir, progress_bar=progress, verbose=not args.quiet)
-        if args.total_steps is not None:
-            agent.extend_to(args.total_steps)
-            _record_new_total(run_dir, args.total_steps, world)
-        elif agent.finished:  # a scheduler re-issuing the command after the run ended: leave the run as it is
-            say(f"ppokit: {run_dir} has finished (update {agent.num_updates}, step {agent.global_step:,}); nothing to do. "
-                f"To train further: ppokit train --resume {run_dir} --total-steps N (the new total, more than {agent.global_step:,})")
-            agent.close()
-            return 0
-        say(f"ppokit: resuming {run_dir} at update {agent.num_updates} (step {agent.global_step:,}) from {agent.resumed_from}")
-    else:
-        if not args.env_id:
-            raise _usage_error("ppokit train needs ENV_ID (or --resume RUN_DIR)")
-        check_env_id(args.env_id)
-        config, preset_name = resolve_train_config(args.env_id, args.preset, args.no_preset, args.config, args.overrides, args.seed, args.total_steps)
-        run_name = f"{args.env_id.replace(':', '_').replace('/', '_')}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = Path(world.broadcast_json(str(Path(args.run_dir) if args.run_dir else Path("runs") / run_name)))  # rank 0's clock names it
-        if world.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(yaml.safe_dump({"env_id": args.env_id, "preset": preset_name, **config.to_dict()}, sort_keys=False))
-        processes = f", data parallel over {world.size} processes" if world.distributed else ""
-        preset_note = preset_name or "none, defaults"
-        say(f"ppokit: training PPO on {args.env_id} (preset: {preset_note}) for {config.total_steps:,} steps, seed {config.seed}{processes}")
-        say(f"ppokit: run directory {run_dir}")
-        agent = PPO(args.env_id, config, run_dir=run_dir, progress_bar=progress, verbose=not args.quiet)
-
-    started = time.perf_counter()
-    try:
-        agent.learn()
-    finally:
-        agent.save(run_dir)
-        agent.close()
-    if agent.interrupted:
-        if world.is_main:
-            print(f"ppokit: interrupted by {agent.interrupted}; checkpoint written. Continue with: ppokit train --resume {run_dir}", file=sys.stderr)
-        return 130
-    if not world.is_main:
-        return 0
-    seconds = time.perf_counter() - started
-    result = _finish_run(agent, run_dir)
-    print(f"ppokit: trained {agent.global_step:,} steps in {seconds:.1f} s")
-    print(f"ppokit: evaluation over {result['episodes']} deterministic episodes: mean return {result['mean_return']:.2f} +- {result['std_return']:.2f}")
-    print(f"ppokit: run saved to {run_dir} (model, checkpoints, progress.csv, TensorBoard events, eval.json, curves.png, README.md)")
-    return 0
-
-
-def _record_new_total(run_dir: Path, total_steps: int, world) -> None:
-    """The run dir's config.yaml says what the run trains for: a run trained further gets its new total."""
-    path = run_dir / "config.yaml"
-    if world.is_main and path.exists():
-        values = yaml.safe_load(path.read_text()) or {}
-        path.write_text(yaml.safe_dump({**values, "total_steps": total_steps}, sort_keys=False))
-
-
-def _finish_run(agent, run_dir: Path) -> dict:
-    """Evaluate, write eval.json and add the result to the model card (learn() wrote the plot and card)."""
-    from ppokit.gym.evaluate import evaluate_policy
-    from ppokit.model_card import write_model_card
-
-    returns = evaluate_policy(agent, episodes=agent.config.eval_episodes, deterministic=True)
-    result = _write_eval(run_dir / "eval.json", returns, deterministic=True)
-    write_model_card(run_dir)
-    return result
-
-
-def _eval(args) -> int:
-    from ppokit.gym.agent import PPO
-    from ppokit.gym.evaluate import EVAL_SEED_OFFSET, evaluate_policy
-
-    if args.episodes < 1:
-        raise _usage_error(f"--episodes must be at least 1, got {args.episodes}")
-    agent = PPO.load(args.run_dir, progress_bar=False)
-    if agent.env_id is None:
-        raise _usage_error(f"{args.run_dir} was trained on an env factory, not a registered id; "
-                           "evaluate it from Python with ppokit.gym.evaluate.evaluate_policy")
-    seed = args.seed if args.seed is not None else agent.config.seed + EVAL_SEED_OFFSET
-    returns = evaluate_policy(agent, episodes=args.episodes, deterministic=args.deterministic, seed=seed)
-    mode = "deterministic" if args.deterministic else "stochastic"
-    # the run's eval.json is the record the model card quotes: a later evaluation never replaces it
-    path = Path(args.run_dir) / f"eval-{args.episodes}-{mode}-seed{seed}.json"
-    result = _write_eval(path, returns, deterministic=args.deterministic)
-    print(f"{agent.env_id}: mean return {result['mean_return']:.2f} +- {result['std_return']:.2f} over {len(returns)} {mode} episodes (seed {seed}); "
-          f"written to {path}")
-    if args.video:
-        from ppokit.gym.video import record_episode
-
-        path = Path(args.run_dir) / "video.mp4"
-        frames = record_episode(agent, path, deterministic=args.deterministic, seed=args.seed)
-        print(f"video of one episode ({frames} frames): {path}")
-    return 0
-
-
-def _plot(args) -> int:
-    from ppokit.plots import plot_runs
-
-    path = plot_runs([Path(d) for d in args.run_dirs], Path(args.output), title=args.title)
-    print(f"plot written to {path}")
-    return 0
-
-
-def _write_eval(path: Path, returns: list[float], deterministic: bool) -> dict:
-    result = {
-        "episodes": len(returns),
-        "deterministic": deterministic,
-        "mean_return": statistics.fmean(returns),
-        "std_return": statistics.pstdev(returns) if len(returns) > 1 else 0.0,
-        "returns": returns,
-    }
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    return result
-
-
-def _presets(args) -> int:
-    from ppokit.gym.presets import list_presets, load_preset
-
-    if args.name:
-        env_id, values = load_preset(args.name)
-        print(yaml.safe_dump({"env_id": env_id, **values}, sort_keys=False), end="")
-        return 0
-    presets = list_presets()
-    name_width = max(len(name) for name in presets)
-    env_width = max(len(str(data.get("env_id", "?"))) for data in presets.values())
-    for name, data in presets.items():
-        print(f"{name:{name_width}s}  env {str(data.get('env_id', '?')):{env_width}s} {data.get('total_steps', '?'):>10} steps  {data.get('notes', '')}")
-    return 0
-
-
-def _envs(args) -> int:
-    import gymnasium as gym
-
-    for env_id in sorted(gym.registry):
-        if args.filter.lower() in env_id.lower():
-            print(env_id)
-    return 0
-
-
 def _keys(args) -> int:
     from ppokit.config_keys import config_classes, markdown_table, plain_listing
 
     cls = config_classes()[args.command_name]
     print(markdown_table(cls) if args.markdown else plain_listing(cls))
     return 0
-
-
-class _KeysHelp(argparse.Action):
-    """-h/--help that also lists the command's config keys (read from the config class only when help is asked for)."""
-
-    def __init__(self, option_strings, dest, keys: str, **kwargs):
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show this help, with every config key, and exit")
-        self.keys = keys
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        from ppokit.config_keys import config_classes, plain_listing
-
-        parser.epilog = f"{parser.epilog or ''}\n\nconfig keys (key=value, or in --config FILE), with their defaults:\n" + \
-            plain_listing(config_classes()[self.keys])
-        parser.print_help()
-        parser.exit()
-
-
-def add_keys_help(parser: argparse.ArgumentParser, keys: str) -> None:
-    parser.add_argument("-h", "--help", action=_KeysHelp, keys=keys)
-
-
-def _quiet(*args, **kwargs) -> None:
-    """print() for the ranks other than 0."""
-
-
-def _usage_error(message: str):
-    from ppokit.errors import ConfigError
-
-    return ConfigError(message)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,25 @@ def load_yaml(path: str | Path, what: str = "config file") -> dict[str, Any]:
     return data
 
 
+RUN_CONFIG_FILE = "config.yaml"
+
+
+def write_run_config(run_dir: Path, values: dict[str, Any], *, keep_existing: bool = False) -> Path:
+    """A run directory's config.yaml (every key of the run, in order): the one writer of that file.
+    ``keep_existing``: leave a config.yaml that is already there (the CLI wrote it before training began)."""
+    path = Path(run_dir) / RUN_CONFIG_FILE
+    if not (keep_existing and path.exists()):
+        path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path
+
+
+def update_run_config(run_dir: Path, **changes: Any) -> None:
+    """Change some keys of a run directory's config.yaml (a run trained further gets its new total)."""
+    path = Path(run_dir) / RUN_CONFIG_FILE
+    if path.exists():
+        write_run_config(run_dir, {**(yaml.safe_load(path.read_text()) or {}), **changes})
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """Parse ``key=value`` strings; values are read as YAML so numbers, booleans, lists and null work."""
     overrides: dict[str, Any] = {}

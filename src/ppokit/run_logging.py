@@ -1,4 +1,4 @@
-"""One set of metric names, written to the console, a progress bar, progress.csv and TensorBoard."""
+"""The one logger of every trainer (MetricsLogger): progress.csv, TensorBoard, a progress bar and the console."""
 
 from __future__ import annotations
 
@@ -7,31 +7,9 @@ import math
 import os
 import sys
 import time
-from collections import deque
 from pathlib import Path
 
 from tqdm.auto import tqdm
-
-# CleanRL's names, so existing dashboards and habits carry over.
-CSV_COLUMNS = [
-    "global_step",
-    "update",
-    "time_elapsed",
-    "charts/episodic_return",
-    "charts/episodic_length",
-    "charts/episodes",
-    "charts/SPS",
-    "charts/learning_rate",
-    "charts/clip_range",
-    "losses/policy_loss",
-    "losses/value_loss",
-    "losses/entropy",
-    "losses/old_approx_kl",
-    "losses/approx_kl",
-    "losses/clipfrac",
-    "losses/explained_variance",
-    "losses/grad_norm",
-]
 
 
 def process_uptime() -> float:
@@ -47,107 +25,6 @@ def process_uptime() -> float:
 
 
 _IMPORT_TIME = time.perf_counter()
-
-
-class RunLogger:
-    """Logs one row per PPO update. ``progress`` None means: show the bar when stderr is a terminal."""
-
-    def __init__(
-        self,
-        run_dir: str | Path | None,
-        total_steps: int,
-        start_step: int = 0,
-        tensorboard: bool = True,
-        progress: bool | None = None,
-        console: bool = True,
-        log_interval: int = 0,
-        resume_after_update: int | None = None,
-        last_update: int | None = None,
-    ):
-        """``resume_after_update``: a resumed run; rows logged after that update (work redone from the
-        checkpoint) are dropped from progress.csv, and TensorBoard is told to discard them too.
-        ``log_interval``: a console line every N updates and after ``last_update``; 0: about 20 lines over the run."""
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.console = console
-        self.last_update = last_update
-        first = resume_after_update or 0
-        self.log_interval = log_interval or console_interval((last_update or first + 1) - first)
-        self.recent_returns: deque[float] = deque(maxlen=20)
-        self.last_episodes: list[tuple[float, int]] = []  # (return, length) of episodes ended in the last update
-        self._start_time = time.perf_counter()
-        self._start_step = start_step
-        self._csv_file = None
-        self._csv = None
-        self._tb = None
-        if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            path = self.run_dir / "progress.csv"
-            if resume_after_update is not None and path.exists():
-                _truncate_csv(path, resume_after_update)
-            new_file = not path.exists() or path.stat().st_size == 0
-            self._csv_file = open(path, "a", newline="")
-            self._csv = csv.DictWriter(self._csv_file, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-            if new_file:
-                self._csv.writeheader()
-            if tensorboard:
-                self._tb = ScalarWriter(self.run_dir)
-                if resume_after_update is not None:
-                    self._tb.purge_after(start_step)
-        show = sys.stderr.isatty() if progress is None else progress
-        self._bar = tqdm(total=total_steps, initial=start_step, unit="step", unit_scale=True, disable=not show, dynamic_ncols=True)
-
-    def log_update(self, global_step: int, update: int, metrics: dict[str, float], episodes: list[tuple[float, int]]) -> dict[str, float]:
-        """Record one update; returns the row as written (with episode means and SPS filled in)."""
-        elapsed = time.perf_counter() - self._start_time
-        row: dict[str, float] = {"global_step": global_step, "update": update, "time_elapsed": process_uptime()}
-        row["charts/SPS"] = (global_step - self._start_step) / max(elapsed, 1e-9)
-        row["charts/episodes"] = len(episodes)
-        self.last_episodes = list(episodes)
-        if episodes:
-            row["charts/episodic_return"] = sum(r for r, _ in episodes) / len(episodes)
-            row["charts/episodic_length"] = sum(n for _, n in episodes) / len(episodes)
-            self.recent_returns.extend(r for r, _ in episodes)
-        row.update(metrics)
-
-        if self._csv is not None:
-            self._csv.writerow({k: _fmt(v) for k, v in row.items()})
-            self._csv_file.flush()
-        if self._tb is not None:
-            for name, value in row.items():
-                if "/" in name and value is not None and math.isfinite(value):
-                    self._tb.add_scalar(name, value, global_step)
-            if episodes:
-                for ret, _length in episodes:
-                    self._tb.add_scalar("charts/episode_return_each", ret, global_step)
-        recent = self.recent_mean_return
-        self._bar.update(global_step - self._bar.n)
-        self._bar.set_postfix_str(f"sps={row['charts/SPS']:,.0f} return={recent:.1f}" if recent is not None else f"sps={row['charts/SPS']:,.0f}")
-        if self.console and (update % self.log_interval == 0 or update == self.last_update):
-            self._bar.write(self._summary(row, recent), file=sys.stdout)
-        return row
-
-    def message(self, text: str) -> None:
-        """A line on the console (above the progress bar) unless the console is quiet; warnings always."""
-        if self.console or text.startswith("warning"):
-            self._bar.write(text, file=sys.stderr if text.startswith("warning") else sys.stdout)
-
-    @property
-    def recent_mean_return(self) -> float | None:
-        return sum(self.recent_returns) / len(self.recent_returns) if self.recent_returns else None
-
-    def _summary(self, row: dict[str, float], recent: float | None) -> str:
-        parts = [f"update {row['update']:>5}", f"step {row['global_step']:>9,}"]
-        parts.append(f"return(last 20) {recent:8.2f}" if recent is not None else "return(last 20)      n/a")
-        for label, key in [("pg", "losses/policy_loss"), ("vf", "losses/value_loss"), ("ent", "losses/entropy"),
-                           ("kl", "losses/approx_kl"), ("clip", "losses/clipfrac"), ("ev", "losses/explained_variance")]:
-            value = row.get(key)
-            if value is not None:
-                parts.append(f"{label} {value:.3g}")
-        parts.append(f"sps {row['charts/SPS']:,.0f}")
-        return " | ".join(parts)
-
-    def close(self) -> None:
-        _close_outputs(self._bar, self._csv_file, self._tb)
 
 
 # a console that a person reads: about this many summary lines per run by default (progress.csv and TensorBoard keep every row)
@@ -232,23 +109,28 @@ def _fmt(value):
 
 
 class MetricsLogger:
-    """One row per step for the language-model trainers: progress.csv, TensorBoard and a progress bar.
+    """The one logger of every trainer: one row per step to progress.csv, TensorBoard, a progress bar and the console.
 
-    ``columns`` fixes the CSV header; a row may leave some empty. ``unit`` names what the bar counts
-    (optimizer steps for SFT and the reward model, episodes for PPO).
+    ``columns`` fixes the CSV header; a row may leave some empty. ``unit`` names what the bar counts (env steps for
+    gym PPO, optimizer steps for SFT and the reward model, episodes for LM PPO). ``step_column`` names the row's
+    step (``update`` for gym PPO, whose rows also carry ``global_step``), by which a resumed run drops redone rows.
     """
 
     def __init__(self, run_dir: str | Path | None, columns: list[str], total: int, unit: str, tensorboard: bool = True,
                  progress: bool | None = None, console: bool = True, log_interval: int = 0, resume_after_step: int | None = None,
-                 initial: int = 0, last_step: int | None = None):
+                 initial: int = 0, last_step: int | None = None, step_column: str = "step", tensorboard_resume_step: int | None = None,
+                 append: bool = False, unit_scale: bool = False):
         """``resume_after_step``: a resumed run; the rows already in progress.csv up to that step are kept
-        (and read back into ``rows``), later ones (work redone from the checkpoint) dropped, and
-        TensorBoard is told to discard them too. ``initial``: where the bar starts. ``log_interval``: a console
-        line every N steps and at ``last_step``; 0: about 20 lines over the run."""
+        (and read back into ``rows``), later ones (work redone from the checkpoint) dropped, and TensorBoard is told
+        to discard what it has after ``tensorboard_resume_step`` (default the same step: TensorBoard's x axis may be
+        another count). ``initial``: where the bar starts. ``log_interval``: a console line every N steps and at
+        ``last_step``; 0: about 20 lines over the run. ``append``: add to a progress.csv that is there (a second
+        learn() of the same agent) rather than start it again."""
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.columns = columns
         self.console = console
         self.last_step = last_step
+        self.step_column = step_column
         first = resume_after_step or 0
         self.log_interval = log_interval or console_interval((last_step or first + 1) - first)
         self.rows: list[dict[str, float]] = []
@@ -258,37 +140,49 @@ class MetricsLogger:
             path = self.run_dir / "progress.csv"
             resuming = resume_after_step is not None and path.exists()
             if resuming:
-                _truncate_csv(path, resume_after_step, column="step")
+                _truncate_csv(path, resume_after_step, column=step_column)
                 self.rows = _read_csv_rows(path)
-            self._csv_file = open(path, "a" if resuming else "w", newline="")
+            keep = (resuming or append) and path.exists() and path.stat().st_size > 0
+            self._csv_file = open(path, "a" if keep else "w", newline="")
             self._csv = csv.DictWriter(self._csv_file, fieldnames=columns, extrasaction="ignore")
-            if not resuming:
+            if not keep:
                 self._csv.writeheader()
             if tensorboard:
                 self._tb = ScalarWriter(self.run_dir)
                 if resume_after_step is not None:
-                    self._tb.purge_after(resume_after_step)
+                    self._tb.purge_after(resume_after_step if tensorboard_resume_step is None else tensorboard_resume_step)
         show = sys.stderr.isatty() if progress is None else progress
-        self._bar = tqdm(total=total, initial=initial, unit=unit, disable=not show, dynamic_ncols=True)
+        self._bar = tqdm(total=total, initial=initial, unit=unit, unit_scale=unit_scale, disable=not show, dynamic_ncols=True)
 
-    def log(self, step: int, progress: int, row: dict[str, float], summary_keys: list[str] = ()) -> None:
-        """Record ``row`` at x-axis ``step``; ``progress`` is the bar's absolute position."""
-        row = {"step": step, **row}
+    def log(self, step: int, progress: int, row: dict[str, float], summary_keys: list[str] = (), *, tensorboard_step: int | None = None,
+            postfix: str | None = None, line: str | None = None) -> dict[str, float]:
+        """Record ``row`` at ``step``; ``progress`` is the bar's absolute position. TensorBoard's x axis is
+        ``tensorboard_step`` (default ``step``); the bar's postfix and the console line show ``summary_keys`` unless
+        ``postfix`` / ``line`` are given. Returns the row as written."""
+        row = {self.step_column: step, **row}
         self.rows.append(row)
         if self._csv is not None:
             self._csv.writerow({k: _fmt(v) for k, v in row.items()})
             self._csv_file.flush()
         if self._tb is not None:
+            x = step if tensorboard_step is None else tensorboard_step
             for name, value in row.items():
                 if "/" in name and isinstance(value, (int, float)) and math.isfinite(value):
-                    self._tb.add_scalar(name, value, step)
+                    self._tb.add_scalar(name, value, x)
         self._bar.update(progress - self._bar.n)
         shown = [f"{key.split('/')[-1]} {row[key]:.3g}" for key in summary_keys if isinstance(row.get(key), (int, float))]
-        self._bar.set_postfix_str(" ".join(shown))
+        self._bar.set_postfix_str(" ".join(shown) if postfix is None else postfix)
         if self.console and (step % self.log_interval == 0 or step == self.last_step):
-            self._bar.write(f"step {step:>6} | " + " | ".join(shown), file=sys.stdout)
+            self._bar.write(f"step {step:>6} | " + " | ".join(shown) if line is None else line, file=sys.stdout)
+        return row
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        """One more TensorBoard point outside the rows (nothing without TensorBoard)."""
+        if self._tb is not None:
+            self._tb.add_scalar(tag, value, step)
 
     def message(self, text: str) -> None:
+        """A line on the console (above the progress bar) unless the console is quiet; warnings always."""
         if self.console or text.startswith("warning"):
             self._bar.write(text, file=sys.stderr if text.startswith("warning") else sys.stdout)
 

@@ -1,9 +1,11 @@
-"""The PPO core: advantages (GAE and a registry of estimators for sequences), losses, the minibatch update and schedules.
+"""The PPO core both front ends train through: advantages (GAE, and the registry of estimators for sequences:
+gae, grpo, dr_grpo, rloo, reinforce++), pure loss functions, the one epochs x minibatches update loop with its
+autograd minibatch step, the update's settings, schedules and KL controllers, running statistics, metrics, and
+the time-major rollout batch.
 
-Works on time-major [T, B] tensors plus a mask and depends on torch only, so the Gymnasium and the
-language-model front ends share one implementation. Names are imported on first use: GAE, the
-schedules and the update settings also run on numpy arrays, and a numpy-only caller should not pay
-for importing torch.
+Works on time-major [T, B] tensors plus a mask and depends on torch only. Names are imported on first use: GAE,
+the schedules, the update loop and the update settings also run on numpy arrays (the gym front end's numpy
+engine), and a numpy-only caller should not pay for importing torch.
 """
 
 from ppokit.lazy_exports import lazy_getattr

@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 
 from ppokit.checkpoint import CHECKPOINT_META_FILE, check_state_dict, list_checkpoints, load_checkpoint, load_model, save_checkpoint, save_model
+from ppokit.config import write_run_config
 from ppokit.core.advantages import gae, next_values_from
 from ppokit.core.metrics import explained_variance, explained_variance_from_sums, explained_variance_sums
 from ppokit.core.running_stats import merge_over_ranks
@@ -17,20 +18,18 @@ from ppokit.core.schedules import make_schedule
 from ppokit.core.settings import UpdateSettings
 from ppokit.distributed import check_divisible, current_world
 from ppokit.errors import CheckpointError, ConfigError, InputError, NonFiniteError
-from ppokit.gym.action_masks import first_without_valid_action, logit_bounds
-from ppokit.gym.actor_critic import POLICY_INPUTS, resolve_policy_and_engine
-from ppokit.gym.atari import is_atari_id
+from ppokit.gym.build import build_policy_and_engine, resolve_policy_and_engine, user_module
 from ppokit.gym.callbacks import BestModelSaver, as_callbacks
 from ppokit.gym.config import PPOConfig
-from ppokit.gym.envs import EnvSource, describe, make_env, make_vector_env
-from ppokit.gym.numpy_engine import NumpyEngine
-from ppokit.gym.policy import Policy
+from ppokit.gym.envs.action_masks import first_without_valid_action, logit_bounds
+from ppokit.gym.envs.make import EnvSource, describe, make_env, make_vector_env, scores_whole_games
+from ppokit.gym.envs.spaces import ACTION_MASK_KEY, space_from_json, space_to_json
+from ppokit.gym.policies.protocol import POLICY_INPUTS
 from ppokit.gym.presets import load_preset, preset_for_env
 from ppokit.gym.rollout import RolloutCollector, sequence_order
-from ppokit.gym.spaces import ACTION_MASK_KEY, space_from_json, space_to_json
-from ppokit.run_logging import RunLogger
-from ppokit.signals import StopRequest
+from ppokit.gym.update_log import UpdateLog
 from ppokit.threads import blas_thread_limit
+from ppokit.training_loop import LoopPlan, run_training_loop
 
 # a function of the metrics, an object with on_update(metrics), or a list of them; False stops training
 Callback = Any
@@ -80,7 +79,7 @@ class PPO:
         PPOConfig's defaults. ``spaces``: the (observation, action) spaces when they are known, so no
         env is built to read them (``env`` may then be None: a model that only predicts). ``module``: a
         torch.nn.Module of your own mapping a batch of observations to (distribution parameters,
-        values), trained by the torch engine (``ppokit.gym.torch_policy``).
+        values), trained by the torch engine (``ppokit.gym.policies.torch_policy``).
 
         Every random stream is the agent's own, seeded from ``config.seed``; Python's and numpy's
         global random states are neither read nor changed."""
@@ -105,6 +104,7 @@ class PPO:
         self.rng = np.random.default_rng(action_seed)
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
         self.predict_rng = np.random.default_rng(predict_seed)
+        module = user_module(module, config)
         self.policy_kind, engine = resolve_policy_and_engine(config, observation_space, module is not None)
         self.policy, self.engine = build_policy_and_engine(self.policy_kind, engine, observation_space, action_space, config, init_seed, module, self.world)
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -123,7 +123,7 @@ class PPO:
         self.interrupted: str | None = None
         self.envs = None
         self.collector: RolloutCollector | None = None
-        self.logger: RunLogger | None = None
+        self.logger: UpdateLog | None = None
         self.last_metrics: dict[str, float] = {}
 
     @property
@@ -170,27 +170,18 @@ class PPO:
         lr_at = make_schedule(config.lr_schedule, config.learning_rate)
         clip_at = make_schedule(config.clip_schedule, config.clip_range)
         main = self.world.is_main  # the other ranks log nothing
-        self.logger = RunLogger(self.run_dir if main else None, self.global_step + (plan_end - self.num_updates) * config.rollout_size,
+        self.logger = UpdateLog(self.run_dir if main else None, self.global_step + (plan_end - self.num_updates) * config.rollout_size,
                                 start_step=self.global_step, tensorboard=config.tensorboard and self.run_dir is not None and main,
                                 progress=self.progress_bar if main else False, console=self.verbose and main, log_interval=config.log_interval,
                                 resume_after_update=self.num_updates if self.resumed_from is not None else None, last_update=plan_end)
         self.logger.recent_returns.extend(self.recent_returns)
         self.interrupted = None
+        plan = LoopPlan(step=lambda: self._one_update(lr_at, clip_at, callbacks), position=lambda: self.num_updates, end=plan_end,
+                        checkpoint=self.save_checkpoint, checkpoint_interval=config.checkpoint_interval, message=self.logger.message,
+                        stop_note=self._checkpoint_note, callbacks_may_stop=True)
         try:
-            with StopRequest() as stop, blas_thread_limit(config.blas_threads), self.world.failing():
-                while self.num_updates < plan_end:
-                    keep_going = self._one_update(lr_at, clip_at, callbacks)
-                    # the ranks stop together: after the update where any of them was asked to
-                    keep_going, signal_name = self._agree_on_stopping(keep_going, stop.signal_name)
-                    due = config.checkpoint_interval and self.num_updates % config.checkpoint_interval == 0
-                    if due or not keep_going or signal_name or self.num_updates == plan_end:
-                        self.save_checkpoint()
-                    if signal_name:
-                        self.interrupted = signal_name
-                        self.logger.message(f"{signal_name} received: stopped after update {self.num_updates}" + self._checkpoint_note())
-                        break
-                    if not keep_going:
-                        break
+            with blas_thread_limit(config.blas_threads):
+                self.interrupted = run_training_loop(plan, self.world)
         finally:
             self.logger.close()
             self.resumed_from = None
@@ -225,20 +216,12 @@ class PPO:
             raise CheckpointError(f"checkpoint {str(self.resumed_from)!r} was written by a run of {self.checkpoint_world_size} process(es); "
                                   f"resume it with the same number (torchrun --nproc_per_node, x --nnodes), not {self.world.size}")
 
-    def _agree_on_stopping(self, keep_going: bool, signal_name: str | None) -> tuple[bool, str | None]:
-        """Data parallel, the ranks stop together: after the update where a callback or a signal stopped any of them."""
-        return not self.world.any(not keep_going), self.world.agree_on_signal(signal_name)
-
     def _write_run_summary(self) -> None:
         """The learning-curve plot and the model card in the run dir (the CLI adds the evaluation)."""
         from ppokit.model_card import write_model_card
         from ppokit.plots import plot_runs
 
-        config_path = self.run_dir / "config.yaml"
-        if not config_path.exists():
-            import yaml
-
-            config_path.write_text(yaml.safe_dump({"env_id": self.env_id, "preset": self.preset_name, **self.config.to_dict()}, sort_keys=False))
+        write_run_config(self.run_dir, {"env_id": self.env_id, "preset": self.preset_name, **self.config.to_dict()}, keep_existing=True)
         plot_runs([self.run_dir], self.run_dir / "curves.png", title=f"PPO on {self.env_id or describe(self.env_source)}")
         write_model_card(self.run_dir)
 
@@ -398,6 +381,8 @@ class PPO:
             return sequence_order(self.shuffle_rng, num_steps, num_envs, config.sequence_length) if recurrent else self.shuffle_rng.permutation(len(obs))
 
         first_order = order(0)
+        # not stored while acting: acting runs the actor alone on n_envs rows, and a row's log-prob rounds differently in
+        # a batch of another shape, so the first ratio is exactly 1 only when scored in the first epoch's minibatches
         logprobs, kept_values = score_in_minibatches(self.engine, inputs, first_order, settings.minibatch_size)
         values = kept_values
         if keep is not None:  # masked steps get value 0: only their own (unused) advantages read it
@@ -444,7 +429,7 @@ class PPO:
                                     self.config.env_backend, self.config.seed + seed_offset)
         self._check_spaces_match(self.envs.single_observation_space, self.envs.single_action_space)
         self.collector = RolloutCollector(self.envs, self.policy, self.config.n_steps, describe(self.env_source), self.rng,
-                                          bootstrap_truncated=self.config.bootstrap_truncated, whole_games=is_atari_id(self.env_source),
+                                          bootstrap_truncated=self.config.bootstrap_truncated, whole_games=scores_whole_games(self.envs),
                                           action_masks=self.config.action_masks)
         self.collector.global_step = self.global_step
         if self.pending_env_state is None:
@@ -544,14 +529,17 @@ class PPO:
 
     @classmethod
     def load(cls, directory: str | Path, env: EnvSource | None = None, *, run_dir: str | Path | None = None, progress_bar: bool | None = None,
-             verbose: bool = True, module=None) -> PPO:
+             verbose: bool = True, module=None, features_extractor: str | None = None) -> PPO:
         """Rebuild a saved model or a training checkpoint.
 
         ``directory`` is a model folder (model.json: weights and normalizer statistics), a checkpoint
         folder, or a run folder with checkpoints/ (its newest checkpoint: optimizer, counters,
         schedule position and random states too, so learn() continues the run and, by default,
         its logs). ``env`` defaults to the saved env id (needed only to keep learning). A model trained
-        with a module of your own needs ``module``: a fresh instance of that module, to load the weights into.
+        with a module of your own needs ``module``: a fresh instance of that module, to load the weights into, or the
+        'package.module:Factory' it was trained with. Loading imports no code the files name: a model whose
+        features extractor is a 'package.module:Class' spec (not registered in this process) needs the same
+        ``features_extractor=`` to import it.
         """
         directory = Path(directory)
         is_checkpoint = (directory / CHECKPOINT_META_FILE).exists() or bool(list_checkpoints(directory))
@@ -569,8 +557,11 @@ class PPO:
             action_space = space_from_json(meta["action_space"])
         except KeyError as exc:
             raise CheckpointError(f"{source}: metadata lacks the field {exc.args[0]!r}") from None
-        if meta.get("policy") == "custom" and module is None:
-            raise ConfigError(f"{source} was trained with a torch module of your own: pass a fresh instance as PPO.load(..., module=...)")
+        module = module_to_load(config, meta, module, features_extractor, source)
+        if meta.get("format_version") == 1 and meta.get("policy") in ("cnn", "multi_input", "lstm"):
+            from ppokit.gym.policies.torch_policy import rename_pre_parts_weights
+
+            arrays = rename_pre_parts_weights(arrays, meta["policy"])
         # the config is stored whole (which preset it came from is in the run's config.yaml)
         agent = cls(env if env is not None else meta.get("env_id"), config, run_dir=run_dir, progress_bar=progress_bar, verbose=verbose,
                     spaces=(observation_space, action_space), module=module)
@@ -586,22 +577,23 @@ class PPO:
         return agent
 
 
-def build_policy_and_engine(kind: str, engine: str, observation_space, action_space, config: PPOConfig, init_seed, module=None, world=None):
-    """The actor-critic and the engine that trains it (``ppokit.gym.actor_critic`` says which is which)."""
-    if kind == "mlp":
-        policy = Policy(observation_space, action_space, config)
-        policy.params.initialize(np.random.default_rng(init_seed), config.ortho_init, config.log_std_init)
-        if engine == "numpy":
-            return policy, NumpyEngine(policy.params, policy.dist, config.activation, config.learning_rate, config.adam_eps, world)
-        from ppokit.gym.torch_engine import TorchEngine  # imports torch: only when asked for
+def module_to_load(config: PPOConfig, meta: dict, module, features_extractor: str | None, source: str):
+    """The user module to load a saved model into; refuses to import code that only the saved files name."""
+    spec = config.module
+    if isinstance(module, str):
+        config.module = module
+        module = user_module(None, config)
+    elif meta.get("policy") == "custom" and module is None:
+        hint = f"module={spec!r} (ppokit eval ... module={spec})" if spec else "a fresh instance as PPO.load(..., module=...)"
+        raise ConfigError(f"{source} was trained with a torch module of your own: pass {hint}")
+    extractor = config.features_extractor
+    if ":" in extractor and features_extractor != extractor:
+        from ppokit.gym.policies.features import FEATURES_EXTRACTORS
 
-        return policy, TorchEngine.for_parameters(policy.params, policy.dist, config.activation, config.learning_rate, config.adam_eps,
-                                                  config.torch_threads, world)
-    from ppokit.gym.torch_engine import TorchEngine
-    from ppokit.gym.torch_policy import TorchPolicy
-
-    policy = TorchPolicy(observation_space, action_space, config, kind, module, init_seed=int(init_seed.generate_state(1)[0]))
-    return policy, TorchEngine(policy, config.learning_rate, config.adam_eps, config.torch_threads, world)
+        if extractor not in FEATURES_EXTRACTORS:
+            raise ConfigError(f"{source} was trained with features_extractor {extractor!r}: pass features_extractor={extractor!r} to import it "
+                              f"(ppokit eval ... features_extractor={extractor})")
+    return module
 
 
 def check_divisible_by_world(config: PPOConfig, world) -> None:

@@ -78,6 +78,15 @@ class PPOConfig(ConfigBase, UpdateFields):
     concatenated, then the actor and critic MLPs; 'lstm': the encoder the observation calls for, then
     an LSTM (lstm_hidden_size), then the MLPs; 'auto': the CNN for images, multi_input for a Dict or
     Tuple with an image key, else the MLP. A torch module of your own is passed as PPO(..., module=...)."""
+    features_extractor: str = "auto"
+    """The first part of a torch policy, from observations to features, before the LSTM and the heads: 'flatten',
+    'nature_cnn', 'multi_input', a name given to ppokit.gym.policies.features.register_features, or
+    'package.module:Class' (imported; loading the model then takes the same features_extractor=). 'auto': the one the
+    observation space calls for (the numpy MLP for flat observations)."""
+    module: str = ""
+    """'package.module:Factory': a torch.nn.Module of your own for the whole policy, Factory() mapping a batch of
+    observations to (distribution parameters, values), as PPO(..., module=...) takes; loading the model then takes the
+    same module=."""
     lstm_hidden_size: int = 256
     """Units of the LSTM of policy 'lstm' (256, as sb3-contrib's RecurrentPPO)."""
     lstm_shared: bool = False

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ppokit.gym.action_masks import ActionMaskReader
-from ppokit.gym.atari import finished_games, is_atari_id
-from ppokit.gym.envs import EnvSource, describe, make_vector_env
+from ppokit.gym.envs.action_masks import ActionMaskReader
+from ppokit.gym.envs.atari import finished_games
+from ppokit.gym.envs.make import EnvSource, describe, make_vector_env, scores_whole_games
 from ppokit.threads import blas_thread_limit
 
 # evaluation envs are seeded apart from the training envs: config.seed + this, unless a seed is given
@@ -53,7 +53,6 @@ def evaluate_policy(agent, env: EnvSource | None = None, episodes: int = 20, det
     ends an episode after EVAL_STEP_LIMIT steps.
     """
     source = env if env is not None else agent.env_source
-    whole_games = is_atari_id(source)
     n_envs = max(1, min(episodes, max_envs))
     targets = np.array([episodes // n_envs + (1 if i < episodes % n_envs else 0) for i in range(n_envs)])
     counts = np.zeros(n_envs, dtype=np.int64)
@@ -61,6 +60,7 @@ def evaluate_policy(agent, env: EnvSource | None = None, episodes: int = 20, det
     returns: list[float] = []
     with blas_thread_limit(agent.config.blas_threads):
         envs = make_vector_env(source, n_envs, "sync", agent.config.env_kwargs, step_limit=EVAL_STEP_LIMIT)
+        whole_games = scores_whole_games(envs)
         try:
             obs, infos = envs.reset(seed=agent.config.seed + EVAL_SEED_OFFSET if seed is None else seed)
             driver = PolicyDriver(agent, envs, infos, deterministic)

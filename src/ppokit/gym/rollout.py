@@ -7,10 +7,10 @@ import numpy as np
 
 from ppokit.core.batch import RolloutBatch
 from ppokit.errors import EnvError
-from ppokit.gym.action_masks import ActionMaskReader
-from ppokit.gym.actor_critic import ActorCritic
-from ppokit.gym.atari import finished_games
-from ppokit.gym.spaces import stack_observations, take_rows
+from ppokit.gym.envs.action_masks import ActionMaskReader
+from ppokit.gym.envs.atari import finished_games
+from ppokit.gym.envs.spaces import stack_observations, take_rows
+from ppokit.gym.policies.protocol import ActorCritic
 
 
 class RolloutCollector:
@@ -25,7 +25,7 @@ class RolloutCollector:
     following call, ignoring its action: that step is recorded with mask 0 and takes no part in
     the update, the statistics or the step count.
 
-    Action masks (``ppokit.gym.action_masks``), when the env gives them and ``action_masks`` allows,
+    Action masks (``ppokit.gym.envs.action_masks``), when the env gives them and ``action_masks`` allows,
     are read after every reset and step, passed to the policy and stored with each step. A recurrent
     policy's memory is carried from step to step (and from one rollout to the next), zeroed where an
     episode starts; each step's state and episode start are stored for the update.
@@ -209,7 +209,7 @@ class RolloutCollector:
 
 def sequence_order(rng: np.random.Generator, num_steps: int, num_envs: int, length: int | None = None) -> np.ndarray:
     """A random order of the chunks of ``length`` consecutive steps (default: whole rollouts) of each env copy, for a recurrent
-    policy's update: the sample indices of the time-major rollout, chunk-major (a chunk's steps in a row; ``ppokit.gym.recurrent``)."""
+    policy's update: the sample indices of the time-major rollout, chunk-major (a chunk's steps in a row; ``ppokit.gym.policies.recurrent``)."""
     length = length or num_steps
     per_env = num_steps // length
     chunks = rng.permutation(num_envs * per_env)  # chunk c: env c % num_envs, steps (c // num_envs) * length ...

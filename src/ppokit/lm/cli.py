@@ -8,15 +8,15 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
+from ppokit.cli_support import quiet
+from ppokit.config import write_run_config
 from ppokit.errors import ConfigError
 
 CONFIG_COMMANDS = {"sft", "rm", "ppo"}
 
 
 def add_lm_parser(sub) -> None:
-    from ppokit.cli import add_keys_help
+    from ppokit.cli_support import add_keys_help
 
     lm = sub.add_parser("lm", help="RLHF of causal language models: sft, rm, ppo, generate, demo",
                         description="Supervised fine-tuning, reward modelling and PPO of Hugging Face causal LMs.")
@@ -112,7 +112,7 @@ def _run_trainer(args) -> int:
             raise ConfigError(f"--resume continues a run with its saved config; do not combine it with {', '.join(given)}")
         run_dir = Path(args.resume)
         trainer = trainer_class.resume(run_dir, overrides=parse_overrides(args.overrides), progress=progress, verbose=not args.quiet)
-        say = print if trainer.world.is_main else _quiet
+        say = print if trainer.world.is_main else quiet
         unit = "update" if args.trainer == "ppo" else "step"
         done = trainer.num_updates if args.trainer == "ppo" else trainer.step
         if trainer.finished:  # a scheduler re-issuing the command after the run ended: leave the run as it is
@@ -133,12 +133,12 @@ def _run_trainer(args) -> int:
         if missing:
             raise ConfigError(f"ppokit lm {args.trainer} needs {', '.join(f'{m}=...' for m in missing)} (see `ppokit lm {args.trainer} --help`)")
         world = current_world(resolve_device(config.device).type)
-        say = print if world.is_main else _quiet
+        say = print if world.is_main else quiet
         run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / f"lm-{args.trainer}-seed{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(world.broadcast_json(str(run_dir)))  # rank 0's clock names it
         if world.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            write_run_config(run_dir, config.to_dict())
         processes = f", data parallel over {world.size} processes ({config.parallel})" if world.distributed else ""
         say(f"ppokit: lm {args.trainer}, run directory {run_dir}{processes}")
         trainer = trainer_class(config, run_dir, progress=progress, verbose=not args.quiet)
@@ -157,10 +157,6 @@ def _run_trainer(args) -> int:
         print(f"ppokit: {result['episodes']} episodes in {result['seconds']:.1f} s, last batch score {result['final_score']:.3f}; "
               f"policy saved to {run_dir / 'policy'}")
     return 0
-
-
-def _quiet(*args, **kwargs) -> None:
-    """print() for the ranks other than 0."""
 
 
 def _generate(args) -> int:

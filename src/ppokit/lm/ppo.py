@@ -61,7 +61,7 @@ from ppokit.lm.rewards import ResponseBatch
 from ppokit.lm.rollout import Responses, Rollout, pad_responses, sample
 from ppokit.lm.scoring import in_chunks, logprobs_and_entropy, pad_columns, response_logits, response_logprobs, trim_padding
 from ppokit.run_logging import MetricsLogger
-from ppokit.signals import StopRequest
+from ppokit.training_loop import LoopPlan, run_training_loop
 
 KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
 COLUMNS = ["step", "episodes", "time_elapsed", "charts/episodes_per_second", "charts/tokens_per_second", "env/score", "env/score_normalized",
@@ -134,6 +134,7 @@ class LMPPOTrainer:
         self.order_rng = random.Random(config.seed)  # the global prompt order: the same on every rank
         self.prompt_queue: list[int] = []  # prompt indices still to visit in the current shuffled pass
         self.minibatch_generator = torch.Generator().manual_seed(rank_seed(config.seed, self.world))
+        self.first_epoch_order: torch.Tensor | None = None  # drawn when the old log-probs are scored, used by the update
         if self.world.rank > 0:  # the models are built (alike on every rank): sample with a stream of this rank's own
             torch.manual_seed(rank_seed(config.seed, self.world))
         self.num_updates = self.episodes = 0
@@ -272,12 +273,12 @@ class LMPPOTrainer:
         groups = torch.randperm(count // n, generator=self.minibatch_generator, device="cpu")
         return (groups.unsqueeze(1) * n + torch.arange(n, device="cpu")).flatten()
 
-    def plan_first_epoch(self, count: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The update's first-epoch permutation and its micro-batches (the old log-probs are scored in them)."""
-        permutation = self.minibatch_order(count)
-        layout = [minibatch[part].to(self.device) for minibatch in minibatch_indices(count, self.settings.minibatch_size, permutation=permutation)
-                  for part in micro_batch_slices(len(minibatch), self.config.grad_accum_steps)]
-        return permutation, layout
+    def plan_first_epoch(self, count: int) -> list[torch.Tensor]:
+        """The micro-batches of the next update's first epoch, which the old log-probs are scored in (the update keeps
+        the permutation it drew here for that epoch: its first ratio is then exactly 1)."""
+        self.first_epoch_order = self.minibatch_order(count)
+        return [minibatch[part].to(self.device) for minibatch in minibatch_indices(count, self.settings.minibatch_size, permutation=self.first_epoch_order)
+                for part in micro_batch_slices(len(minibatch), self.config.grad_accum_steps)]
 
     @torch.no_grad()
     def score(self, rollout: Rollout, layout: list[torch.Tensor]) -> None:
@@ -356,8 +357,7 @@ class LMPPOTrainer:
     def rollout(self, prompt_indices: list[int]) -> Rollout:
         """Collect, score and compute advantages for one batch of prompts (global prompt indices; this rank takes its slice)."""
         rollout = self.collect(prompt_indices)
-        rollout.first_epoch_order, layout = self.plan_first_epoch(len(rollout))
-        self.score(rollout, layout)
+        self.score(rollout, self.plan_first_epoch(len(rollout)))
         self.advantages(rollout)
         return rollout
 
@@ -377,7 +377,9 @@ class LMPPOTrainer:
             values = None if self.models.value_update is None else self.models.value_update(ids, mask, width)
             return tuple(None if x is None else pad_columns(x, full_width) for x in (logprob, entropy, values))
 
-        first_epoch = rollout.first_epoch_order
+        first_epoch, self.first_epoch_order = self.first_epoch_order, None
+        if first_epoch is None or len(first_epoch) != len(rollout):  # a rollout scored without plan_first_epoch
+            first_epoch = self.minibatch_order(len(rollout))
         self.models.training_mode(True)
         try:
             return ppo_update(evaluate, self.optimizer, self.parameters, rollout.samples(kl_in_loss=bool(self.settings.kl_loss_coef)), self.settings,
@@ -406,38 +408,33 @@ class LMPPOTrainer:
         logger = self._logger()
         started = time.perf_counter()
         elapsed = lambda: self.elapsed_before + time.perf_counter() - started  # noqa: E731
+
+        def evaluate_first() -> None:
+            if self.config.eval_before_training and self.num_updates == 0 and self.eval_prompts:
+                logger.log(0, self.episodes, self._held_out_row(), ["eval/score"])
+
+        note = f"; checkpoint written, continue with: ppokit lm ppo --resume {self.run_dir}" if self.run_dir else ""
+        plan = LoopPlan(step=lambda: self._one_update(logger, elapsed), position=lambda: self.num_updates, end=self.total_updates,
+                        checkpoint=(lambda: self.save_checkpoint(elapsed())) if self.run_dir is not None else None,
+                        checkpoint_interval=self.config.checkpoint_interval, message=logger.message, stop_note=lambda: note,
+                        before=evaluate_first)
         try:
-            with StopRequest() as stop, self.world.failing():
-                if self.config.eval_before_training and self.num_updates == 0 and self.eval_prompts:
-                    logger.log(0, self.episodes, self._held_out_row(), ["eval/score"])
-                while self.num_updates < self.total_updates:
-                    self._one_update(logger, elapsed)
-                    signal_name = self.world.agree_on_signal(stop.signal_name)
-                    due = self.config.checkpoint_interval and self.num_updates % self.config.checkpoint_interval == 0
-                    if self.run_dir is not None and (due or signal_name):
-                        self.save_checkpoint(elapsed())
-                    if signal_name:
-                        self.interrupted = signal_name
-                        logger.message(f"{signal_name} received: stopped after update {self.num_updates}" +
-                                       (f"; checkpoint written, continue with: ppokit lm ppo --resume {self.run_dir}" if self.run_dir else ""))
-                        break
+            self.interrupted = run_training_loop(plan, self.world)
         finally:
             logger.close()
             self.history = logger.rows
         if self.run_dir is not None and not self.interrupted:
-            self.save_checkpoint(elapsed())
             self.save(self.run_dir / "policy")
         return {"updates": self.num_updates, "episodes": self.episodes, "seconds": elapsed(), "interrupted": self.interrupted,
                 "final_score": next((row["env/score"] for row in reversed(self.history) if "env/score" in row), float("nan"))}
 
-    def _one_update(self, logger: MetricsLogger, elapsed) -> None:
+    def _one_update(self, logger: MetricsLogger, elapsed) -> bool:
         """Collect, score, advantages, update; then log (with a held-out evaluation when one is due) and keep completions."""
         self.stage_seconds = {"time/generate": 0.0, "time/score": 0.0, "time/update": 0.0}
         with torch.no_grad():
             rollout = self.collect(self._next_prompts())
-            rollout.first_epoch_order, layout = self.plan_first_epoch(len(rollout))
             with self._timed("score"):
-                self.score(rollout, layout)
+                self.score(rollout, self.plan_first_epoch(len(rollout)))
                 self.advantages(rollout)
         with self._timed("update"):
             stats = self.update(rollout)
@@ -453,6 +450,7 @@ class LMPPOTrainer:
         logger.log(self.num_updates, self.episodes, row | timings, ["env/score", "env/gold", "env/kl", "losses/approx_kl", "eval/score"])
         if self.config.log_completions and self.world.is_main:
             write_completions(self.run_dir, logger, completion_rows(rollout, self.num_updates, self.config.log_completions), self.num_updates)
+        return True
 
     def _logger(self) -> MetricsLogger:
         main = self.world.is_main  # data parallel: the other ranks write and show nothing

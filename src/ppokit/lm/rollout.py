@@ -68,8 +68,6 @@ class Rollout:
     """[B, R] float: 1 on real response tokens."""
     prompt_width: int
     """Columns of sequence_ids taken by the (padded) prompts."""
-    first_epoch_order: torch.Tensor | None = None
-    """The update's first-epoch permutation: the policy's old log-probs are scored in its layout (an exact first ratio)."""
     # the scoring pass
     logprobs: torch.Tensor | None = None
     """[B, R] the policy's log-probs at sampling time; None when the update takes them from its own first pass."""

@@ -38,7 +38,7 @@ from ppokit.lm.models import context_length, enable_gradient_checkpointing, load
 from ppokit.lm.parallel import data_parallel, rank_seed, rank_share, reshard, save_sharded
 from ppokit.lm.precision import Precision
 from ppokit.run_logging import MetricsLogger
-from ppokit.signals import StopRequest
+from ppokit.training_loop import LoopPlan, run_training_loop
 
 
 class SupervisedTrainer:
@@ -164,37 +164,32 @@ class SupervisedTrainer:
                                resume_after_step=self.step if self.resumed_from is not None else None, initial=self.step, last_step=self.total_steps)
         started = time.perf_counter()
         parameters = list(trainable_parameters(self.model).values())
-        due = False
+
+        def step() -> bool:
+            epoch, position = divmod(self.step, self.steps_per_epoch)
+            if position == 0 or self.epoch_order is None:
+                self.epoch_order = list(range(len(self.train_examples)))
+                self.order_rng.shuffle(self.epoch_order)
+            rows = self.epoch_order[position * config.batch_size : (position + 1) * config.batch_size]
+            self.model.train()
+            loss, stats = self._batch_loss(rows)
+            grad_norm = self._optimizer_step(loss, parameters)
+            self.step += 1
+            self.last_stats = stats
+            row = {"epoch": epoch + 1, **stats, "train/learning_rate": self.schedule.get_last_lr()[0], "train/grad_norm": grad_norm}
+            with warnings.catch_warnings():  # a step the loss scaler skipped still moves the schedule; torch warns about that
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
+                self.schedule.step()
+            if self.step % self.steps_per_epoch == 0:
+                row |= self._held_out()
+            logger.log(self.step, self.step, row, self.summary_keys)
+            return True
+
+        checkpoint = (lambda: self.save_checkpoint(self.elapsed_before + time.perf_counter() - started)) if self.run_dir is not None else None
+        plan = LoopPlan(step=step, position=lambda: self.step, end=self.total_steps, checkpoint=checkpoint, checkpoint_interval=config.checkpoint_interval,
+                        message=logger.message, stop_note=self._checkpoint_note, unit="step")
         try:
-            with StopRequest() as stop, self.world.failing():
-                while self.step < self.total_steps:
-                    epoch, position = divmod(self.step, self.steps_per_epoch)
-                    if position == 0 or self.epoch_order is None:
-                        self.epoch_order = list(range(len(self.train_examples)))
-                        self.order_rng.shuffle(self.epoch_order)
-                    rows = self.epoch_order[position * config.batch_size : (position + 1) * config.batch_size]
-                    self.model.train()
-                    loss, stats = self._batch_loss(rows)
-                    grad_norm = self._optimizer_step(loss, parameters)
-                    self.step += 1
-                    self.last_stats = stats
-                    row = {"epoch": epoch + 1, **stats, "train/learning_rate": self.schedule.get_last_lr()[0], "train/grad_norm": grad_norm}
-                    with warnings.catch_warnings():  # a step the loss scaler skipped still moves the schedule; torch warns about that
-                        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
-                        self.schedule.step()
-                    if self.step % self.steps_per_epoch == 0:
-                        row |= self._held_out()
-                    logger.log(self.step, self.step, row, self.summary_keys)
-                    signal_name = self.world.agree_on_signal(stop.signal_name)
-                    due = config.checkpoint_interval and self.step % config.checkpoint_interval == 0
-                    if self.run_dir is not None and (due or signal_name):
-                        self.save_checkpoint(self.elapsed_before + time.perf_counter() - started)
-                    if signal_name:
-                        self.interrupted = signal_name
-                        logger.message(f"{signal_name} received: stopped after step {self.step}" + self._checkpoint_note())
-                        break
-                if self.run_dir is not None and not self.interrupted and not due:  # the end is checkpointed: a resume knows the run finished
-                    self.save_checkpoint(self.elapsed_before + time.perf_counter() - started)
+            self.interrupted = run_training_loop(plan, self.world)
         finally:
             logger.close()
             self.model.eval()

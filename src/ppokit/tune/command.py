@@ -93,8 +93,8 @@ def run_tune(args) -> int:
 
 
 def _settings(args):
-    from ppokit.cli import resolve_train_config
-    from ppokit.gym.envs import check_env_id
+    from ppokit.gym.cli import resolve_train_config
+    from ppokit.gym.envs.make import check_env_id
     from ppokit.tune.search_space import FIXED_KEYS, load_search_space
     from ppokit.tune.study import TuneSettings
 

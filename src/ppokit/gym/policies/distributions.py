@@ -12,7 +12,7 @@ import math
 import gymnasium as gym
 import numpy as np
 
-from ppokit.gym.spaces import check_action_space
+from ppokit.gym.envs.spaces import check_action_space
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 # the logit of an invalid action: its probability underflows to exactly 0, and 0 * log-prob stays 0 (-inf would give NaN)
@@ -165,10 +165,8 @@ class DiagGaussian:
         return mean
 
     def log_prob_entropy(self, mean, actions, log_std):
-        inv_std = np.exp(-log_std)
-        z = (actions.reshape(mean.shape) - mean) * inv_std
-        logprob = (-0.5 * z * z - log_std - _LOG_SQRT_2PI).sum(-1)
-        entropy = np.full(mean.shape[0], (0.5 + _LOG_SQRT_2PI + log_std).sum(), dtype=mean.dtype)
+        logprob, z, inv_std = gaussian_log_prob(mean, actions, log_std, np.exp)
+        entropy = np.full(mean.shape[0], gaussian_entropy(log_std), dtype=mean.dtype)
         return logprob, entropy, (z, inv_std)
 
     def grad(self, cache, actions, grad_logprob, grad_entropy):
@@ -186,6 +184,19 @@ class DiagGaussian:
         if self._bounded:
             actions = np.clip(actions, self._low, self._high)
         return actions.astype(self._env_dtype, copy=False)
+
+
+def gaussian_log_prob(mean, actions, log_std, exp):
+    """Per-row log-density of ``actions`` under N(mean, exp(log_std)^2), with the standardized actions z and 1/std:
+    the one formula for numpy arrays (``exp=np.exp``, the numpy engine) and torch tensors (``torch.exp``, autograd)."""
+    inv_std = exp(-log_std)
+    z = (actions.reshape(mean.shape) - mean) * inv_std
+    return (-0.5 * z * z - log_std - _LOG_SQRT_2PI).sum(-1), z, inv_std
+
+
+def gaussian_entropy(log_std):
+    """The entropy of one row (it does not depend on the mean)."""
+    return (0.5 + _LOG_SQRT_2PI + log_std).sum(-1)
 
 
 def make_distribution(space: gym.Space):

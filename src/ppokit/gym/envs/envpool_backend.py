@@ -7,7 +7,7 @@ gymnasium's own envs. envpool seeds copy i with ``seed + i`` when the pool is bu
 a new seed builds the pool again.
 
 ALE ids (``ALE/Breakout-v5``) run as envpool's ``Breakout-v5`` with the preprocessing of
-``ppokit.gym.atari`` done in C++ (30 no-ops, frame skip 4 with max-pool, episodic life, fire reset,
+``ppokit.gym.envs.atari`` done in C++ (30 no-ops, frame skip 4 with max-pool, episodic life, fire reset,
 84x84 grayscale, reward sign, 4 frames stacked, v5's sticky actions), and the real score of each
 whole game is reported in ``infos["final_info"]["game_score"]`` as the gymnasium chain reports it.
 """
@@ -22,7 +22,7 @@ from gymnasium.vector.utils import batch_space
 from ppokit.errors import EnvError
 
 INSTALL_HINT = "pip install 'ppokit[envpool]'"
-# envpool's options for ppokit's Atari preprocessing (ppokit.gym.atari), on ALE v5's defaults
+# envpool's options for ppokit's Atari preprocessing (ppokit.gym.envs.atari), on ALE v5's defaults
 ATARI_OPTIONS = {"episodic_life": True, "reward_clip": True, "noop_max": 30, "frame_skip": 4, "img_height": 84, "img_width": 84,
                  "stack_num": 4, "gray_scale": True, "use_fire_reset": True, "repeat_action_probability": 0.25, "max_episode_steps": 27_000}
 
@@ -80,7 +80,7 @@ class EnvpoolVectorEnv(gym.vector.VectorEnv):
         """gymnasium's own spaces for an id it also registers (envpool writes infinite bounds as float32
         max and MuJoCo actions as float64), so a model trained on either backend fits the other."""
         pool_spaces = (self._pool.observation_space, self._pool.action_space)
-        if env_id not in gym.registry or self.atari:  # (Atari: the preprocessed frames, as ppokit.gym.atari makes them)
+        if env_id not in gym.registry or self.atari:  # (Atari: the preprocessed frames, as ppokit.gym.envs.atari makes them)
             return pool_spaces
         probe = gym.make(env_id)
         spaces = (probe.observation_space, probe.action_space)

@@ -10,12 +10,13 @@ import gymnasium as gym
 from gymnasium.vector import AutoresetMode
 
 from ppokit.errors import EnvError
-from ppokit.gym.atari import is_atari_id, make_atari_env, register_ale
-from ppokit.gym.envpool_backend import EnvpoolVectorEnv
-from ppokit.gym.toy_envs import register_toy_envs
+from ppokit.gym.envs.atari import is_atari_id, make_atari_env, register_ale
+from ppokit.gym.envs.envpool_backend import EnvpoolVectorEnv
+from ppokit.gym.envs.toy_envs import register_toy_envs
 
-register_toy_envs()  # ppokit/CueRecall-v0 and the other small envs (ppokit.gym.toy_envs)
+register_toy_envs()  # ppokit/CueRecall-v0 and the other small envs (ppokit.gym.envs.toy_envs)
 
+WHOLE_GAMES = "ppokit_whole_games"
 EnvSource = Union[str, Callable[[], gym.Env]]  # noqa: UP007 (a runtime alias: X | Y needs Python 3.10 objects on both sides)
 
 
@@ -90,22 +91,26 @@ def with_step_limit(env: gym.Env, limit: int | None) -> gym.Env:
 
 def make_vector_env(source: EnvSource, n_envs: int, mode: str = "sync", env_kwargs: dict | None = None,
                     backend: str = "gymnasium", seed: int = 0, step_limit: int | None = None) -> gym.vector.VectorEnv:
-    """A vector env of ``n_envs`` copies.
+    """A vector env of ``n_envs`` copies from the backend ``env_backend`` names (``ENV_BACKENDS``)."""
+    if backend not in ENV_BACKENDS:
+        raise EnvError(f"unknown env_backend {backend!r}; expected one of {', '.join(repr(name) for name in ENV_BACKENDS)}")
+    envs = ENV_BACKENDS[backend](source, n_envs, mode, env_kwargs, seed, step_limit)
+    # Atari's chain ends episodes at a lost life: what the rollout and evaluation report are the games (envs/atari.py)
+    envs.metadata = {**getattr(envs, "metadata", {}), WHOLE_GAMES: is_atari_id(source)}
+    return envs
 
-    ``backend`` 'envpool' returns an EnvpoolVectorEnv seeded with ``seed`` (``mode`` does not apply);
-    everything below is the gymnasium backend.
 
-    'sync' and 'async' use same-step autoreset (a finished episode's last observation is in
-    infos['final_obs']); 'vector' is the env's own numpy implementation, which resets on the next
-    step (the rollout collector masks that step out); 'auto' picks 'vector' where it exists, else 'sync'.
-    ``step_limit``: 'sync' and 'async' copies without a time limit of their own end episodes after this many steps.
-    """
-    if backend not in ("gymnasium", "envpool"):
-        raise EnvError(f"unknown env_backend {backend!r}; expected 'gymnasium' or 'envpool'")
-    if backend == "envpool":
-        if not isinstance(source, str):
-            raise EnvError(f"env_backend 'envpool' needs an env id, not a factory ({describe(source)!r})")
-        return EnvpoolVectorEnv(source, n_envs, env_kwargs, seed)
+def scores_whole_games(envs) -> bool:
+    """Whether ``envs`` (from make_vector_env) report finished games through their infos rather than episodes."""
+    return bool(getattr(envs, "metadata", {}).get(WHOLE_GAMES))
+
+
+def gymnasium_vector_env(source: EnvSource, n_envs: int, mode: str, env_kwargs: dict | None, seed: int, step_limit: int | None):
+    """gymnasium's vector envs. 'sync' and 'async' use same-step autoreset (a finished episode's last observation is
+    in infos['final_obs']); 'vector' is the env's own numpy implementation, which resets on the next step (the
+    rollout collector masks that step out); 'auto' picks 'vector' where it exists, else 'sync'. ``step_limit``:
+    'sync' and 'async' copies without a time limit of their own end episodes after this many steps. (``seed``:
+    the envs are seeded at reset.)"""
     if mode == "auto":
         mode = "vector" if has_numpy_vector_env(source) else "sync"
     # Build one copy here first: bad ids and bad factories fail in this process with a clear message.
@@ -124,3 +129,14 @@ def make_vector_env(source: EnvSource, n_envs: int, mode: str = "sync", env_kwar
     if mode == "sync":
         return gym.vector.SyncVectorEnv(factories, autoreset_mode=AutoresetMode.SAME_STEP)
     raise EnvError(f"unknown vec_env {mode!r}; expected 'auto', 'sync', 'async' or 'vector'")
+
+
+def envpool_vector_env(source: EnvSource, n_envs: int, mode: str, env_kwargs: dict | None, seed: int, step_limit: int | None):
+    """envpool's C++ pool, seeded with ``seed`` (``mode`` and ``step_limit`` do not apply: envpool keeps each id's own limit)."""
+    if not isinstance(source, str):
+        raise EnvError(f"env_backend 'envpool' needs an env id, not a factory ({describe(source)!r})")
+    return EnvpoolVectorEnv(source, n_envs, env_kwargs, seed)
+
+
+# env_backend -> builder(source, n_envs, vec_env mode, env_kwargs, seed, step_limit); a new backend is one entry
+ENV_BACKENDS: dict[str, Callable[..., gym.vector.VectorEnv]] = {"gymnasium": gymnasium_vector_env, "envpool": envpool_vector_env}

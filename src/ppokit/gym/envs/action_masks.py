@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from ppokit.errors import ConfigError, EnvError
-from ppokit.gym.spaces import ACTION_MASK_KEY
+from ppokit.gym.envs.spaces import ACTION_MASK_KEY
 
 
 def find_mask_source(env, observation_space: gym.Space, reset_infos: dict, vectorized: bool = True) -> str | None:

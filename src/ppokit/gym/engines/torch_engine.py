@@ -7,67 +7,30 @@ whatever it learns is immediately what the numpy acting code and the saved model
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ppokit.core import UpdateSettings, ppo_update
 from ppokit.distributed import World
-from ppokit.gym.actor_critic import POLICY_INPUTS
-from ppokit.gym.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical, mask_logits
-from ppokit.gym.params import PolicyParameters
-
-_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
-_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+from ppokit.gym.policies.networks import ActorCriticNetwork, share_weights
+from ppokit.gym.policies.numpy_params import PolicyParameters
+from ppokit.gym.policies.protocol import POLICY_INPUTS
+from ppokit.gym.policies.torch_distributions import log_prob_entropy
 
 
-def _mlp(layers, activation: str) -> nn.Sequential:
-    modules: list[nn.Module] = []
-    for i, (weight, bias, _, _) in enumerate(layers):
-        linear = nn.Linear(weight.shape[1], weight.shape[0])
-        # share memory with the store instead of owning a copy
-        linear.weight = nn.Parameter(torch.from_numpy(weight))
-        linear.bias = nn.Parameter(torch.from_numpy(bias))
-        modules.append(linear)
-        if i < len(layers) - 1:
-            modules.append(_ACTIVATIONS[activation]())
-    return nn.Sequential(*modules)
+class StoreActorCritic(nn.Module):
+    """The numpy MLP policy as a torch network: ``networks.ActorCriticNetwork``'s heads, their weights views of the
+    numpy store (``PolicyParameters``), plus the log-std of Gaussian actions."""
 
-
-def log_prob_entropy(dist, params: torch.Tensor, actions: torch.Tensor, log_std: torch.Tensor | None, action_masks: torch.Tensor | None = None):
-    """(log-probs of ``actions``, entropies) with autograd, for each supported distribution; for
-    (Multi)Discrete actions, under ``action_masks`` (False: invalid, probability 0)."""
-    if isinstance(dist, (Categorical, MultiCategorical)):
-        params = mask_logits(params, action_masks)
-        sizes = [p.param_size for p in dist.parts] if isinstance(dist, MultiCategorical) else [dist.param_size]
-        columns = actions.long().reshape(actions.shape[0], -1)
-        logprob, entropy = 0.0, 0.0
-        for i, part in enumerate(torch.split(params, sizes, dim=-1)):
-            log_probs = F.log_softmax(part, dim=-1)
-            logprob = logprob + log_probs.gather(-1, columns[:, i : i + 1]).squeeze(-1)
-            entropy = entropy - (log_probs.exp() * log_probs).sum(-1)
-        return logprob, entropy
-    if isinstance(dist, Bernoulli):
-        logprob = -F.binary_cross_entropy_with_logits(params, actions, reduction="none").sum(-1)
-        entropy = F.binary_cross_entropy_with_logits(params, torch.sigmoid(params), reduction="none").sum(-1)
-        return logprob, entropy
-    if isinstance(dist, DiagGaussian):
-        z = (actions.reshape(params.shape) - params) * torch.exp(-log_std)
-        logprob = (-0.5 * z * z - log_std - _LOG_SQRT_2PI).sum(-1)
-        return logprob, (0.5 + _LOG_SQRT_2PI + log_std).sum(-1).expand(params.shape[:-1])
-    raise TypeError(f"no torch log-probability for {type(dist).__name__}")
-
-
-class TorchActorCritic(nn.Module):
     def __init__(self, params: PolicyParameters, dist, activation: str):
         super().__init__()
         self.dist = dist
-        self.actor = _mlp(params.layers("actor"), activation)
-        self.critic = _mlp(params.layers("critic"), activation)
+        with torch.device("meta"):  # shapes only: the weights are the store's, and torch's random state is left alone
+            network = ActorCriticNetwork(nn.Identity(), params.obs_size, params.hidden_sizes, activation, dist.param_size, ortho_init=False)
+        self.actor = share_weights(network.actor, params.layers("actor"))
+        self.critic = share_weights(network.critic, params.layers("critic"))
         self.log_std = nn.Parameter(torch.from_numpy(params.views["log_std"])) if "log_std" in params.views else None
 
     def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor, action_masks: torch.Tensor | None = None):
@@ -78,7 +41,7 @@ class TorchActorCritic(nn.Module):
 
 class TorchEngine:
     """Trains a model that has ``evaluate_actions(obs, actions)`` and ``parameters()``: the MLP over the
-    shared numpy buffer (``TorchActorCritic``) or a ``TorchPolicy`` (CNN, torch MLP, a user's module)."""
+    shared numpy buffer (``StoreActorCritic``) or a ``TorchPolicy`` (CNN, torch MLP, a user's module)."""
 
     name = "torch"
 
@@ -94,7 +57,7 @@ class TorchEngine:
     def for_parameters(cls, params: PolicyParameters, dist, activation: str, learning_rate: float, adam_eps: float, threads: int,
                        world: World | None = None) -> TorchEngine:
         """The engine over the numpy MLP's buffer: whatever it learns is at once what numpy acting sees."""
-        return cls(TorchActorCritic(params, dist, activation), learning_rate, adam_eps, threads, world)
+        return cls(StoreActorCritic(params, dist, activation), learning_rate, adam_eps, threads, world)
 
     def set_learning_rate(self, learning_rate: float) -> None:
         for group in self.optimizer.param_groups:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ppokit.errors import EnvError
-from ppokit.gym.envs import make_env
+from ppokit.gym.envs.make import make_env
 
 
 def record_episode(agent, path: Path, deterministic: bool = True, seed: int | None = None, max_steps: int = 10_000) -> int:

@@ -1,10 +1,10 @@
-"""The actor-critic interface every ppokit policy follows, and the choice of policy and engine for a config.
+"""The actor-critic protocol every ppokit policy follows (``ppokit.gym.build`` picks and builds one for a config).
 
 Two implementations:
-- ``ppokit.gym.policy.Policy``: the MLP over flat observations as numpy arrays in one flat buffer.
+- ``ppokit.gym.policies.numpy_policy.Policy``: the MLP over flat observations as numpy arrays in one flat buffer.
   Acting costs microseconds; the ``numpy`` engine (hand-written gradients) or the ``torch`` engine
   (autograd over the same buffer) trains it.
-- ``ppokit.gym.torch_policy.TorchPolicy``: any ``torch.nn.Module`` that maps a batch of observations
+- ``ppokit.gym.policies.torch_policy.TorchPolicy``: any ``torch.nn.Module`` that maps a batch of observations
   to (distribution parameters, values): the MLP, the Nature CNN for images, or a user's module.
   Only the ``torch`` engine trains it.
 
@@ -33,9 +33,6 @@ from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
-
-from ppokit.errors import ConfigError
-from ppokit.gym.spaces import is_image_space, is_multi_input
 
 
 class ActorCritic(Protocol):
@@ -73,30 +70,3 @@ class ActorCritic(Protocol):
 
 # what a minibatch may carry besides observations and actions, passed to evaluate_actions by name
 POLICY_INPUTS = ("action_masks", "episode_starts", "states")
-
-
-def has_image_part(space: gym.Space) -> bool:
-    return is_multi_input(space) and any(is_image_space(part) for part in (space.spaces.values() if isinstance(space, gym.spaces.Dict) else space.spaces))
-
-
-def resolve_policy_and_engine(config, observation_space: gym.Space, custom_module: bool) -> tuple[str, str]:
-    """(policy kind, engine) for a config: 'auto' picks the CNN for images, one encoder per key for a
-    Dict or Tuple with images, and numpy for an MLP over flat (or packed) observations."""
-    policy = config.policy
-    if custom_module:
-        policy = "custom"
-    elif policy == "auto":
-        policy = "cnn" if is_image_space(observation_space) else "multi_input" if has_image_part(observation_space) else "mlp"
-    if policy == "cnn" and not is_image_space(observation_space):
-        raise ConfigError(f"policy 'cnn' needs image observations (a uint8 Box of shape HxWxC or CxHxW); this env has {observation_space}"
-                          + (" (policy 'multi_input' gives each image key of a Dict a CNN)" if is_multi_input(observation_space) else ""))
-    if policy == "multi_input" and not is_multi_input(observation_space):
-        raise ConfigError(f"policy 'multi_input' needs Dict or Tuple observations; this env has {observation_space} (use 'auto')")
-    if policy == "mlp" and has_image_part(observation_space):
-        raise ConfigError(f"policy 'mlp' takes flat observations; {observation_space} has an image key: use 'multi_input' (or 'auto')")
-    engine = config.engine
-    if engine == "auto":
-        engine = "numpy" if policy == "mlp" else "torch"
-    if engine == "numpy" and policy != "mlp":
-        raise ConfigError(f"engine 'numpy' trains only the MLP policy; the {policy!r} policy needs engine 'torch' (or 'auto')")
-    return policy, engine

@@ -1,4 +1,4 @@
-"""The numpy MLP actor-critic (``ppokit.gym.actor_critic``'s interface): observation encoding and normalization, sampling, values.
+"""The numpy MLP actor-critic (``ppokit.gym.policies.protocol``'s interface): observation encoding and normalization, sampling, values.
 
 Acting runs in numpy whatever engine trains: a forward pass on a handful of observations costs a few
 microseconds this way, against tens in a framework. The weights live in a PolicyParameters store
@@ -12,11 +12,11 @@ import numpy as np
 
 from ppokit.core.running_stats import RunningMeanStd
 from ppokit.gym.config import PPOConfig
-from ppokit.gym.distributions import DiagGaussian, make_distribution, mask_logits
-from ppokit.gym.normalize import ObservationNormalizer, RewardScaler
-from ppokit.gym.numpy_mlp import NumpyMLP
-from ppokit.gym.params import PolicyParameters
-from ppokit.gym.spaces import ObservationEncoder
+from ppokit.gym.envs.spaces import ObservationEncoder
+from ppokit.gym.policies.distributions import DiagGaussian, make_distribution, mask_logits
+from ppokit.gym.policies.normalize import ObservationNormalizer, RewardScaler
+from ppokit.gym.policies.numpy_mlp import NumpyMLP
+from ppokit.gym.policies.numpy_params import PolicyParameters
 
 
 class Policy:

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from ppokit.gym.normalize import normalizer_statistics
+from ppokit.gym.policies.normalize import normalizer_statistics
 
 
 def _mlp_layout(prefix: str, in_size: int, hidden_sizes: list[int], out_size: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -43,6 +43,7 @@ class PolicyParameters:
     def __init__(self, obs_size: int, hidden_sizes: list[int], action_param_size: int, continuous: bool, stats_size: int | None = None):
         """``stats_size``: how many columns observation normalization covers (default: all ``obs_size``)."""
         self.obs_size = obs_size
+        self.hidden_sizes = list(hidden_sizes)
         self.layout = _mlp_layout("actor", obs_size, hidden_sizes, action_param_size)
         self.layout += _mlp_layout("critic", obs_size, hidden_sizes, 1)
         if continuous:

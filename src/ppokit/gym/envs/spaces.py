@@ -242,3 +242,8 @@ def _array_to_json(array: np.ndarray):
 def _array_from_json(value, shape) -> np.ndarray:
     values = value if isinstance(value, list) else [value] * int(math.prod(shape))
     return np.array([float(v) for v in values], dtype=np.float64).reshape(shape)
+
+
+def has_image_part(space: gym.Space) -> bool:
+    """A Dict or Tuple observation with an image key."""
+    return is_multi_input(space) and any(is_image_space(part) for part in (space.spaces.values() if isinstance(space, gym.spaces.Dict) else space.spaces))

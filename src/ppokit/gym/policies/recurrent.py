@@ -17,22 +17,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ppokit.gym.policies.networks import ActorCriticNetwork
 
-class RecurrentActorCritic(nn.Module):
+
+class RecurrentActorCritic(ActorCriticNetwork):
+    """features -> LSTM (one shared, or one for the actor and one for the critic) -> the policy and value heads."""
+
     recurrent = True
 
     def __init__(self, features: nn.Module, feature_size: int, config, action_param_size: int):
-        from ppokit.gym.torch_policy import MLPActorCritic  # (torch_policy builds this module)
-
-        super().__init__()
+        nn.Module.__init__(self)
         self.features = features
         self.hidden_size = int(config.lstm_hidden_size)
         self.shared = bool(config.lstm_shared)
         self.sequence_length = int(config.sequence_length)
         self.lstm = _lstm(feature_size, self.hidden_size)
         self.critic_lstm = None if self.shared else _lstm(feature_size, self.hidden_size)
-        self.heads = MLPActorCritic(self.hidden_size, list(config.hidden_sizes), config.activation, action_param_size, config.ortho_init)
+        self.build_heads(self.hidden_size, list(config.hidden_sizes), config.activation, action_param_size, config.ortho_init)
         self.state_size = 2 * self.hidden_size * (1 if self.shared else 2)
+
+    def forward(self, obs: torch.Tensor):
+        raise TypeError("a recurrent network runs through step(obs, state) and evaluate_sequences(...), which carry its memory")
 
     def step(self, obs: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step of B env copies: (distribution parameters [B, P], values [B], next state [B, state_size])."""
@@ -61,8 +66,8 @@ class RecurrentActorCritic(nn.Module):
         else:
             critic_out, critic_state = _unroll(self.critic_lstm, features, starts, (state[:, 2 * size : 3 * size], state[:, 3 * size :]))
             final = (*actor_state, *critic_state)
-        params = self.heads.actor(actor_out)
-        values = self.heads.critic(critic_out).squeeze(-1)
+        params = self.actor(actor_out)
+        values = self.critic(critic_out).squeeze(-1)
         return params, values, torch.cat(final, dim=-1)
 
 

@@ -17,10 +17,10 @@ import numpy as np
 from ppokit.core.settings import UpdateSettings
 from ppokit.core.update_loop import minibatch_moments, run_update, whitening
 from ppokit.distributed import World
-from ppokit.gym.distributions import mask_logits
-from ppokit.gym.numpy_adam import FlatAdam
-from ppokit.gym.numpy_mlp import NumpyMLP
-from ppokit.gym.params import PolicyParameters
+from ppokit.gym.engines.numpy_adam import FlatAdam
+from ppokit.gym.policies.distributions import mask_logits
+from ppokit.gym.policies.numpy_mlp import NumpyMLP
+from ppokit.gym.policies.numpy_params import PolicyParameters
 
 
 class NumpyEngine:
