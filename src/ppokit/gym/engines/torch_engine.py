@@ -14,23 +14,24 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ppokit.core import UpdateSettings, ppo_update
 from ppokit.distributed import World
-from ppokit.gym.policies.networks import ActorCriticNetwork, share_weights
+from ppokit.gym.policies.networks import POLICY_HEAD_GAIN, VALUE_HEAD_GAIN, mlp, share_weights
 from ppokit.gym.policies.numpy_params import PolicyParameters
 from ppokit.gym.policies.protocol import POLICY_INPUTS
 from ppokit.gym.policies.torch_distributions import log_prob_entropy
 
 
 class StoreActorCritic(nn.Module):
-    """The numpy MLP policy as a torch network: ``networks.ActorCriticNetwork``'s heads, their weights views of the
+    """The numpy MLP policy as a torch network: ``networks.mlp`` actor and critic whose weights are views of the
     numpy store (``PolicyParameters``), plus the log-std of Gaussian actions."""
 
     def __init__(self, params: PolicyParameters, dist, activation: str):
         super().__init__()
         self.dist = dist
         with torch.device("meta"):  # shapes only: the weights are the store's, and torch's random state is left alone
-            network = ActorCriticNetwork(nn.Identity(), params.obs_size, params.hidden_sizes, activation, dist.param_size, ortho_init=False)
-        self.actor = share_weights(network.actor, params.layers("actor"))
-        self.critic = share_weights(network.critic, params.layers("critic"))
+            actor = mlp(params.obs_size, params.hidden_sizes, activation, dist.param_size, POLICY_HEAD_GAIN, ortho_init=False)
+            critic = mlp(params.obs_size, params.hidden_sizes, activation, 1, VALUE_HEAD_GAIN, ortho_init=False)
+        self.actor = share_weights(actor, params.layers("actor"))
+        self.critic = share_weights(critic, params.layers("critic"))
         self.log_std = nn.Parameter(torch.from_numpy(params.views["log_std"])) if "log_std" in params.views else None
 
     def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor, action_masks: torch.Tensor | None = None):

@@ -28,7 +28,7 @@ from ppokit.gym.policies.torch_distributions import log_prob_entropy
 def build_network(kind: str, observation_space: gym.Space, encoder: ObservationEncoder | None, action_param_size: int, config) -> nn.Module:
     """The network of a policy kind from its parts: the features extractor (``features_extractor``, or the one the
     space calls for), an LSTM for 'lstm', and the actor and critic heads (one linear layer each after the Nature CNN)."""
-    extractor = features_extractor_for(kind, observation_space, config)
+    extractor = features_extractor_for(observation_space, config)
     features = build_features(extractor, observation_space, encoder, config)
     heads = [] if kind == "cnn" else list(config.hidden_sizes)
     if kind == "lstm":
@@ -36,8 +36,8 @@ def build_network(kind: str, observation_space: gym.Space, encoder: ObservationE
     return ActorCriticNetwork(features, features.features_size, heads, config.activation, action_param_size, config.ortho_init)
 
 
-def features_extractor_for(kind: str, observation_space: gym.Space, config) -> str:
-    """``features_extractor``, or for 'auto' the one a policy kind and a space call for."""
+def features_extractor_for(observation_space: gym.Space, config) -> str:
+    """``features_extractor``, or for 'auto' the one the observation space calls for."""
     if config.features_extractor != "auto":
         return config.features_extractor
     if is_image_space(observation_space):
