@@ -197,8 +197,8 @@ def test_normalizer_statistics_merged_over_ranks_equal_one_process_seeing_every_
 def test_n_envs_or_minibatch_that_does_not_split_over_the_processes_is_a_clear_error():
     from ppokit.distributed import World
     from ppokit.errors import ConfigError
-    from ppokit.gym.agent import check_divisible_by_world
     from ppokit.gym.config import PPOConfig
+    from ppokit.gym.data_parallel import check_divisible_by_world
 
     check_divisible_by_world(PPOConfig.from_dict({"n_envs": 8, "minibatch_size": 256}), World(size=2, rank=1))
     with pytest.raises(ConfigError, match=r"n_envs=6 does not split evenly over 4 processes.*multiple of 4"):

@@ -71,7 +71,7 @@ def resolve_train_config(env_id: str, preset: str | None, no_preset: bool, confi
                          total_steps: int | None):
     """Merge defaults < preset < config file < overrides < flags into one validated PPOConfig."""
     from ppokit.config import load_yaml, parse_overrides
-    from ppokit.gym.agent import AUTO_PRESET, resolve_config, resolve_preset_name
+    from ppokit.gym.presets import AUTO_PRESET, resolve_config, resolve_preset_name
 
     preset_name = resolve_preset_name(env_id, preset if preset is not None else (None if no_preset else AUTO_PRESET))
     values: dict = {}
