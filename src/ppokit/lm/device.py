@@ -1,5 +1,5 @@
 """Where the language-model trainers compute: resolving the ``device`` key, describing the device in
-the run directory, moving frozen models in and out for ``offload_reference``, and peak memory.
+the run directory, moving frozen models in and out for ``offload_reference``, timing stages, and peak memory.
 
 One code path serves CPU, CUDA and MPS: models are moved once with ``.to(device)`` and every tensor
 the trainers build is created on (or moved to) the device of the model that consumes it.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import resource
 import sys
+import time
 from contextlib import contextmanager
 
 import torch
@@ -110,3 +111,32 @@ def write_run_info(run_dir, trainer: str, device: torch.device, precision: str) 
     path = Path(run_dir)
     path.mkdir(parents=True, exist_ok=True)
     (path / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+class StageTimer:
+    """Seconds spent in each named stage since the last ``reset``; on a GPU a stage ends once its queued work is done."""
+
+    def __init__(self, device: torch.device, stages: tuple[str, ...]):
+        self.device, self.stages = device, stages
+        self.reset()
+
+    def reset(self) -> None:
+        self._seconds = dict.fromkeys(self.stages, 0.0)
+
+    def seconds(self) -> dict[str, float]:
+        """As logged: time/<stage>."""
+        return {f"time/{stage}": seconds for stage, seconds in self._seconds.items()}
+
+    @contextmanager
+    def timed(self, stage: str):
+        self._synchronize()
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._synchronize()
+            self._seconds[stage] += time.perf_counter() - started
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

@@ -20,67 +20,46 @@ and rank 0 alone writes. Everything lives on ``config.device``; log-probs, value
 
 from __future__ import annotations
 
-import random
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ppokit.core.batch import micro_batch_slices, minibatch_indices
-from ppokit.core.estimators import AdvantageInputs, estimate_advantages, group_statistics
+from ppokit.core.estimators import AdvantageInputs, estimate_advantages
 from ppokit.core.losses import kl_k1, kl_k3, masked_whiten_over_ranks
-from ppokit.core.metrics import explained_variance, explained_variance_from_sums, explained_variance_sums
-from ppokit.core.running_stats import RunningMeanStd
 from ppokit.core.schedules import AdaptiveKLController, FixedKLController
 from ppokit.core.update import ppo_update
 from ppokit.distributed import check_divisible, current_world
 from ppokit.errors import CheckpointError, ConfigError
 from ppokit.lm.checkpoints import (
     load_training_state,
-    python_random_state,
     rank_array,
     restore_training_state,
     resume_overrides,
     save_training_state,
-    set_python_random_state,
 )
 from ppokit.lm.completions import completion_rows, drop_completions_after, write_completions
 from ppokit.lm.config import LMPPOConfig, apply_run_settings
-from ppokit.lm.data import load_located_rows, prompt_of
-from ppokit.lm.device import placed, rank_device, resolve_device, write_run_info
-from ppokit.lm.encoding import encode_prompt
+from ppokit.lm.device import StageTimer, placed, rank_device, resolve_device, write_run_info
+from ppokit.lm.dynamic_sampling import keep_informative_groups
 from ppokit.lm.evaluation import evaluate_policy
 from ppokit.lm.generation import GenerationSettings, unsampled_token
 from ppokit.lm.models import context_length, load_causal_lm, load_tokenizer, save_pretrained
-from ppokit.lm.parallel import gather_batch, rank_seed, rank_share, reshard, save_sharded
+from ppokit.lm.parallel import rank_seed, rank_share, reshard, save_sharded
+from ppokit.lm.ppo_log import COLUMNS, held_out_row, update_row
 from ppokit.lm.ppo_models import PPOModels
 from ppokit.lm.precision import Precision
+from ppokit.lm.prompt_pool import PromptPool, encode_prompts, located_prompts
 from ppokit.lm.rewards import ResponseBatch
 from ppokit.lm.rollout import Responses, Rollout, pad_responses, sample
+from ppokit.lm.score_shaping import ScoreNormalizer, penalized, per_token_rewards
 from ppokit.lm.scoring import in_chunks, logprobs_and_entropy, pad_columns, response_logits, response_logprobs, trim_padding
 from ppokit.run_logging import MetricsLogger
 from ppokit.training_loop import LoopPlan, run_training_loop
 
 KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
-COLUMNS = ["step", "episodes", "time_elapsed", "charts/episodes_per_second", "charts/tokens_per_second", "env/score", "env/score_normalized",
-           "env/gold", "env/kl", "env/kl_coef", "env/response_length", "env/response_length_max", "env/eos_fraction", "env/clipped_fraction",
-           "env/reward_total", "env/zero_variance_groups", "env/dropped_groups", "env/sampling_rounds",
-           "losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/kl", "losses/approx_kl", "losses/clipfrac",
-           "losses/explained_variance", "losses/grad_norm", "losses/first_ratio_deviation", "time/generate", "time/score", "time/update",
-           "eval/score", "eval/score_mean", "eval/pass@k", "eval/kl", "eval/response_length"]
-
-
-def per_token_rewards(scores: torch.Tensor, kl: torch.Tensor | None, mask: torch.Tensor, kl_coef: float) -> torch.Tensor:
-    """-kl_coef * KL at every real token (none without a KL in the reward), plus the sequence's score on its last real token."""
-    rewards = -kl_coef * kl * mask if kl is not None else torch.zeros_like(mask)
-    rows = torch.arange(scores.shape[0], device=scores.device)
-    columns = torch.arange(mask.shape[-1], device=mask.device)
-    rewards[rows, (mask.long() * (columns + 1)).argmax(-1)] += scores
-    return rewards
-
-
 def check_batch_layout(config: LMPPOConfig, world) -> None:
     """Data parallel: batch_size and minibatch_size split over the processes, each one's share in whole groups."""
     check_divisible({"batch_size": config.batch_size, "minibatch_size": config.minibatch_size}, world)
@@ -116,14 +95,14 @@ class LMPPOTrainer:
         policy = policy if policy is not None else load_causal_lm(config.policy, self.tokenizer, self.precision.weights_dtype)
         self.models = PPOModels(config, self.tokenizer, policy, self.device, self.precision, self.precision.inference_dtype(config.inference_dtype),
                                 self.world, self.sharded, reference, value_model, reward, self.forward_batch_size)
-        self.prompts, self.prompt_ids = self._load_prompts(prompts, config.prompts, "prompt")
+        self.prompt_pool = PromptPool(*self._load_prompts(prompts, config.prompts, "prompt"), seed=config.seed)  # the order: alike on every rank
         self.eval_prompts, self.eval_prompt_ids = self._load_prompts(eval_prompts, config.eval_prompts, "held-out prompt") \
             if eval_prompts is not None or config.eval_prompts else ([], [])
         self.gold_reward = gold_reward
         self.kl_estimator = KL_ESTIMATORS[config.kl_estimator]
         self.kl_controller = (AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon) if config.adaptive_kl
                               else FixedKLController(config.kl_coef))
-        self.score_moments = RunningMeanStd.fresh(device=self.device)
+        self.normalize_scores = ScoreNormalizer(config.resolved_score_normalization, config.score_clip, self.device, self.world)
         self.generation = GenerationSettings(config.max_new_tokens, config.temperature, config.top_k, config.top_p)
         self.parameters = self.models.trainable_parameters()
         # fused: one kernel for all parameters; with small models the per-tensor optimizer overhead is ~5% of an update
@@ -131,8 +110,6 @@ class LMPPOTrainer:
         self.grad_scaler = self.precision.grad_scaler()
         # data parallel: each rank takes its share of every minibatch
         self.settings = config.update_settings(grad_accum_steps=config.grad_accum_steps, minibatch_size=config.minibatch_size // self.world.size)
-        self.order_rng = random.Random(config.seed)  # the global prompt order: the same on every rank
-        self.prompt_queue: list[int] = []  # prompt indices still to visit in the current shuffled pass
         self.minibatch_generator = torch.Generator().manual_seed(rank_seed(config.seed, self.world))
         self.first_epoch_order: torch.Tensor | None = None  # drawn when the old log-probs are scored, used by the update
         if self.world.rank > 0:  # the models are built (alike on every rank): sample with a stream of this rank's own
@@ -143,7 +120,7 @@ class LMPPOTrainer:
         self.resumed_from: Path | None = None
         self.interrupted: str | None = None
         self.history: list[dict[str, float]] = []
-        self.stage_seconds = {"time/generate": 0.0, "time/score": 0.0, "time/update": 0.0}  # of the update under way
+        self.timer = StageTimer(self.device, ("generate", "score", "update"))  # the seconds of each stage of the update under way
         self.progress, self.verbose = progress, verbose
 
     # the models, by the names the tests and users reach them with
@@ -151,6 +128,11 @@ class LMPPOTrainer:
     reference = property(lambda self: self.models.reference)
     value_model = property(lambda self: self.models.value_model)
     reward = property(lambda self: self.models.reward)
+    # the training prompts and their ids
+    prompts = property(lambda self: self.prompt_pool.prompts)
+    prompt_ids = property(lambda self: self.prompt_pool.prompt_ids)
+    # the running moments of score_normalization: running
+    score_moments = property(lambda self: self.normalize_scores.moments)
 
     @property
     def stats_dtype(self) -> torch.dtype:
@@ -168,52 +150,29 @@ class LMPPOTrainer:
         return self.config.n_epochs > 1 or (self.models.uses_reference and self.config.kl_in_reward)
 
     def _load_prompts(self, given: list | None, path: str | None, kind: str) -> tuple[list, list[list[int]]]:
-        located = [(f"{kind} {i + 1}", p) for i, p in enumerate(given)] if given is not None else \
-            [(where, prompt_of(row)) for where, row in load_located_rows(path, "prompt")]
+        located = located_prompts(given, path, kind)
         return [prompt for _, prompt in located], self._encode_prompts(located)
 
     def _encode_prompts(self, located: list[tuple[str, str | list]]) -> list[list[int]]:
-        if not located:
-            raise ConfigError("no prompts: the prompt dataset is empty")
         limit = context_length(self.policy)
         room = None if limit is None else limit - self.config.max_new_tokens
-        encoded = []
-        for where, prompt in located:
-            ids = encode_prompt(self.tokenizer, prompt, where)
-            if room is not None and len(ids) > room:
-                if not self.config.truncate_prompts or room < 1:
-                    raise ConfigError(f"{where} is {len(ids)} tokens; with max_new_tokens={self.config.max_new_tokens} it does not fit "
-                                      f"the model's context of {limit} tokens (set truncate_prompts=true to keep its last {room} tokens)")
-                ids = ids[-room:]
-            encoded.append(ids)
-        return encoded
+        return encode_prompts(self.tokenizer, located, room, self.config.truncate_prompts, self.config.max_new_tokens)
+
+    def _next_prompts(self) -> list[int]:
+        """The next batch of prompt indices: shuffled passes over the prompts, one after another."""
+        return self.prompt_pool.next_batch(self.config.prompts_per_batch)
 
     # ------------------------------------------------------------------ 1. collect
     def _sample_group_rows(self, prompt_indices: list[int]) -> Rollout:
         """Sample this rank's rows of a global batch of prompts (each prompt samples_per_prompt times) and score the texts."""
         rows = rank_share([i for i in prompt_indices for _ in range(self.config.samples_per_prompt)], self.world)
-        with self._timed("generate"):
+        with self.timer.timed("generate"):
             responses = sample(self.policy, self.tokenizer, rows, [self.prompts[i] for i in rows], [self.prompt_ids[i] for i in rows],
                                self.generation, self.precision, self.device, self.config.generation_batch_size, synced=self.sharded)
         rollout = self._padded(responses)
-        with self._timed("score"):
+        with self.timer.timed("score"):
             responses.raw_scores = self.reward_scores(rollout)
         return rollout
-
-    @contextmanager
-    def _timed(self, stage: str):
-        """Add the seconds spent in the block to this update's time/<stage> (on a GPU, once its queued work is done)."""
-        self._synchronize()
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._synchronize()
-            self.stage_seconds[f"time/{stage}"] += time.perf_counter() - started
-
-    def _synchronize(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
 
     @property
     def unsampled_token(self) -> int | None:
@@ -236,32 +195,14 @@ class LMPPOTrainer:
     def collect(self, prompt_indices: list[int]) -> Rollout:
         """This rank's rows of a batch: the global ``prompt_indices``, with dynamic sampling the groups that carry signal."""
         rollout = self._sample_group_rows(prompt_indices)
-        return self._dynamic_sampling(rollout.responses) if self.config.dynamic_sampling else rollout
-
-    def _dynamic_sampling(self, first: Responses) -> Rollout:
-        """Keep groups whose rewards differ; draw groups of new prompts (every rank alike) until every rank is full or
-        dynamic_sampling_max_rounds more rounds are spent; a batch still short is filled with dropped groups."""
-        quota, n = len(first), self.config.samples_per_prompt
-        kept, dropped, rounds, generated = [], [], 0, 0
-        responses = first
-        while True:
-            generated += len(responses) // n
-            informative = self._informative_groups(responses)
-            for group in range(len(responses) // n):
-                (kept if informative[group] else dropped).append(responses.take(list(range(group * n, (group + 1) * n))))
-            if not self.world.any(len(kept) * n < quota) or rounds == self.config.dynamic_sampling_max_rounds:
-                break
-            rounds += 1
-            responses = self._sample_group_rows(self._next_prompts()).responses
-        chosen = (kept + dropped)[: quota // n]
-        used_total, generated_total = self.world.sum(np.array([float(len(chosen)), float(generated)])).tolist()
-        rollout = self._padded(Responses.join(chosen))
-        rollout.extra = {"env/dropped_groups": 1.0 - used_total / generated_total, "env/sampling_rounds": float(rounds + 1)}
+        if not self.config.dynamic_sampling:
+            return rollout
+        config = self.config
+        responses, extra = keep_informative_groups(rollout.responses, lambda: self._sample_group_rows(self._next_prompts()).responses,
+                                                   config.samples_per_prompt, config.dynamic_sampling_max_rounds, config.missing_eos_penalty, self.world)
+        rollout = self._padded(responses)
+        rollout.extra = extra
         return rollout
-
-    def _informative_groups(self, responses: Responses) -> list[bool]:
-        scores = self._penalized(responses.raw_scores, responses.has_eos).view(-1, self.config.samples_per_prompt)
-        return (scores.max(1).values > scores.min(1).values).tolist()
 
     # ------------------------------------------------------------------ 2. score
     def minibatch_order(self, count: int) -> torch.Tensor:
@@ -318,16 +259,10 @@ class LMPPOTrainer:
             return logprobs(self.reference)
 
     # ------------------------------------------------------------------ 3. advantages
-    def _penalized(self, raw_scores: torch.Tensor, has_eos: torch.Tensor) -> torch.Tensor:
-        scores = raw_scores.clone()
-        if self.config.missing_eos_penalty is not None:
-            scores[~has_eos] -= self.config.missing_eos_penalty
-        return scores
-
     def advantages(self, rollout: Rollout) -> None:
         """Scores, per-token KL and rewards, then the configured estimator's advantages and returns."""
         config, mask = self.config, rollout.mask
-        rollout.scores = self._normalize_scores(self._penalized(rollout.responses.raw_scores, rollout.has_eos))
+        rollout.scores = self.normalize_scores(penalized(rollout.responses.raw_scores, rollout.has_eos, config.missing_eos_penalty))
         if rollout.logprobs is not None and rollout.ref_logprobs is not None:
             rollout.kl = self.kl_estimator(rollout.logprobs, rollout.ref_logprobs) * mask
         in_reward = rollout.kl if config.kl_in_reward else None
@@ -338,20 +273,6 @@ class LMPPOTrainer:
         if config.resolved_whiten_advantages:  # over every rank's response tokens
             rollout.advantages = masked_whiten_over_ranks(rollout.advantages, mask, self.world) * mask
         reshard(self.policy, self.models.value_scores, self.reference)  # (FSDP: after forward passes without a backward)
-
-    def _normalize_scores(self, scores: torch.Tensor) -> torch.Tensor:
-        """By the statistics of the global batch: every rank's scores, in rank order."""
-        mode = self.config.resolved_score_normalization
-        every_rank = gather_batch(scores, self.world) if mode != "none" else scores
-        if mode == "batch" and every_rank.numel() > 1:
-            scores = (scores - every_rank.mean()) / (every_rank.std() + 1e-8)
-        elif mode == "running":
-            self.score_moments.update(every_rank)
-            mean, std = self.score_moments.mean, torch.sqrt(self.score_moments.var + 1e-8)
-            scores = (scores - mean.to(scores.dtype)) / std.to(scores.dtype)
-        if self.config.score_clip is not None:
-            scores = scores.clamp(-self.config.score_clip, self.config.score_clip)
-        return scores
 
     @torch.no_grad()
     def rollout(self, prompt_indices: list[int]) -> Rollout:
@@ -430,18 +351,19 @@ class LMPPOTrainer:
 
     def _one_update(self, logger: MetricsLogger, elapsed) -> bool:
         """Collect, score, advantages, update; then log (with a held-out evaluation when one is due) and keep completions."""
-        self.stage_seconds = {"time/generate": 0.0, "time/score": 0.0, "time/update": 0.0}
+        self.timer.reset()
         with torch.no_grad():
             rollout = self.collect(self._next_prompts())
-            with self._timed("score"):
+            with self.timer.timed("score"):
                 self.score(rollout, self.plan_first_epoch(len(rollout)))
                 self.advantages(rollout)
-        with self._timed("update"):
+        with self.timer.timed("update"):
             stats = self.update(rollout)
-        timings = dict(self.stage_seconds)
+        timings = self.timer.seconds()
         self.num_updates += 1
         self.episodes += self.config.batch_size
-        row, mean_kl = self._row(rollout, stats, elapsed())
+        row, tokens, mean_kl = update_row(self, rollout, stats, elapsed())
+        self.tokens += tokens
         if mean_kl is not None:
             self.kl_controller.update(mean_kl, self.config.batch_size)
         if self.eval_prompts and (self.num_updates == self.total_updates or
@@ -471,65 +393,9 @@ class LMPPOTrainer:
         return {"updates": self.num_updates, "episodes": self.episodes, "seconds": 0.0, "interrupted": None, "finished": True,
                 "final_score": float("nan")}
 
-    def _next_prompts(self) -> list[int]:
-        """The next batch of prompt indices: shuffled passes over the prompts, one after another."""
-        count = self.config.prompts_per_batch
-        while len(self.prompt_queue) < count:
-            order = list(range(len(self.prompts)))
-            self.order_rng.shuffle(order)
-            self.prompt_queue += order
-        indices, self.prompt_queue = self.prompt_queue[:count], self.prompt_queue[count:]
-        return indices
-
-    def _row(self, rollout: Rollout, stats: dict[str, float], elapsed: float) -> tuple[dict[str, float], float | None]:
-        """The logged statistics of the update, over every rank's responses, and the mean summed KL for the KL controller."""
-        mask, count = rollout.mask, len(rollout) * self.world.size
-        gold = [self.gold_reward(p, r) for p, r in zip(rollout.prompts, rollout.texts)] if self.gold_reward is not None else None
-        kl_sum = kl_k1(rollout.logprobs, rollout.ref_logprobs).mul(mask).sum(1) if rollout.kl is not None else torch.zeros(len(rollout))
-        columns = [rollout.responses.raw_scores, rollout.scores, rollout.has_eos, rollout.token_rewards.sum(1), mask.sum(1), kl_sum,
-                   torch.tensor(gold or [0.0] * len(rollout))]
-        per_response = gather_batch(torch.stack([column.to(mask.device, self.stats_dtype) for column in columns], 1), self.world)
-        raw_score, score, eos, reward_total, tokens, kl, gold_total = per_response.sum(0).tolist()
-        self.tokens += tokens
-        row = {"episodes": self.episodes, "time_elapsed": elapsed, "charts/episodes_per_second": self.episodes / max(elapsed, 1e-9),
-               "charts/tokens_per_second": self.tokens / max(elapsed, 1e-9), "env/score": raw_score / count, "env/score_normalized": score / count,
-               "env/kl_coef": self.kl_controller.value, "env/response_length": tokens / count, "env/response_length_max": float(per_response[:, 4].max()),
-               "env/eos_fraction": eos / count, "env/clipped_fraction": 1.0 - eos / count, "env/reward_total": reward_total / count,
-               **rollout.extra}
-        if rollout.kl is not None:
-            row["env/kl"] = kl / count
-        elif "kl" in stats:  # kl_penalty: loss, nothing scored at sampling time: the update's mean k3 per token, per response
-            row["env/kl"] = stats["kl"] * tokens / count
-        if self.models.value_model is not None:
-            values = rollout.values * mask
-            row["losses/explained_variance"] = (explained_variance_from_sums(self.world.sum(explained_variance_sums(values, rollout.returns, mask)))
-                                                if self.world.distributed else explained_variance(values, rollout.returns, mask))
-        if self.config.estimator.needs_groups:
-            row["env/zero_variance_groups"] = self._zero_variance_share(rollout)
-        if gold is not None:
-            row["env/gold"] = gold_total / count
-        for name in ("policy_loss", "value_loss", "entropy", "kl", "approx_kl", "clipfrac", "grad_norm", "first_ratio_deviation"):
-            if name in stats and (name != "value_loss" or self.models.value_model is not None):
-                row[f"losses/{name}"] = stats[name]
-        return row, (kl / count if rollout.kl is not None else None)
-
-    def _zero_variance_share(self, rollout: Rollout) -> float:
-        """The share of groups whose scores are all equal (they get advantage 0 from a group estimator), over every rank."""
-        _, _, stds = group_statistics(rollout.scores.to(self.stats_dtype), rollout.group_ids)
-        per_group = stds.view(-1, self.config.samples_per_prompt)[:, 0]
-        zero, groups = self.world.sum(np.array([float((per_group == 0).sum()), float(per_group.numel())])).tolist()
-        return zero / groups
-
     # ------------------------------------------------------------------ evaluation and saving
     def _held_out_row(self) -> dict[str, float]:
-        result = self.evaluate()
-        k = self.config.eval_samples
-        row = {"eval/score": result["score"], "eval/response_length": result["response_length"]}
-        if k:
-            row |= {"eval/score_mean": result["score_mean"], "eval/pass@k": result[f"pass@{k}"]}
-        if "kl" in result:
-            row["eval/kl"] = result["kl"]
-        return row
+        return held_out_row(self.evaluate(), self.config.eval_samples)
 
     def evaluate(self, prompts: list | None = None, samples: int | None = None, gold_reward=None, seed: int = 12345,
                  pass_threshold: float | None = None) -> dict:
@@ -570,7 +436,7 @@ class LMPPOTrainer:
         state = {"trainer": "lm_ppo", "config": self.config.to_dict(), "device": str(self.device), "precision": self.precision.name,
                  "num_updates": self.num_updates, "episodes": self.episodes, "tokens": self.tokens,
                  "elapsed_seconds": elapsed, "kl_controller": self.kl_controller.state_dict(),
-                 "order_rng": python_random_state(self.order_rng), "prompt_queue": self.prompt_queue}
+                 **self.prompt_pool.state_dict()}
         arrays = {f"score_moments.{name}": value for name, value in self.score_moments.state_dict().items()}
         return save_training_state(self.run_dir, self.num_updates, self.models.trained, self.optimizer, state,
                                    self.config.keep_checkpoints, self.device, arrays, self.grad_scaler, self.world,
@@ -593,14 +459,12 @@ class LMPPOTrainer:
             trainer.num_updates, trainer.episodes = int(meta["num_updates"]), int(meta["episodes"])
             trainer.tokens, trainer.elapsed_before = float(meta["tokens"]), float(meta["elapsed_seconds"])
             trainer.kl_controller.load_state_dict(meta["kl_controller"])
-            set_python_random_state(trainer.order_rng, meta["order_rng"])
-            trainer.prompt_queue = [int(i) for i in meta["prompt_queue"]]
+            trainer.prompt_pool.load_state_dict(meta, source)
             trainer.score_moments.load_state_dict({name: arrays[f"score_moments.{name}"] for name in ("mean", "var", "count")})
             trainer.minibatch_generator.set_state(rank_array(arrays, "rng.minibatch_order", trainer.world))
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{source}: checkpoint state is incomplete or malformed ({type(exc).__name__}: {exc})") from None
-        if any(i >= len(trainer.prompts) for i in trainer.prompt_queue):
-            raise ConfigError(f"{source}: the run had more prompts than {len(trainer.prompts)}; resume with the same prompts")
+        trainer.prompt_pool.check_queue(source)
         trainer.resumed_from = checkpoint_dir
         return trainer
 
