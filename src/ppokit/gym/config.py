@@ -31,8 +31,9 @@ class PPOConfig(ConfigBase, UpdateFields):
     """'sync' steps the copies in this process; 'async' runs one process each (for costly envs);
     'vector' uses the env's own numpy-vectorized implementation (CartPole); 'auto' picks 'vector'
     where it exists, else 'sync'. Applies to the gymnasium backend."""
-    env_backend: Literal["gymnasium", "envpool"] = "gymnasium"
-    """'envpool' steps the copies in envpool's C++ pool (pip install 'ppokit[envpool]'; its ids only).
+    env_backend: str = "gymnasium"
+    """A name of ppokit.gym.envs.make.ENV_BACKENDS, which training and evaluation both step: 'gymnasium', or
+    'envpool', the copies in envpool's C++ pool (pip install 'ppokit[envpool]'; its ids only).
     Not the default: on the 2-core benchmark machine it was no faster than gymnasium for CartPole,
     Pendulum and HalfCheetah (benchmarks/README.md)."""
     n_steps: int = 256
@@ -159,6 +160,10 @@ class PPOConfig(ConfigBase, UpdateFields):
             raise ConfigError(f"log_interval must be 0 (about 20 lines per run) or a positive number of updates, got {self.log_interval}")
         if not self.hidden_sizes or any((not isinstance(h, int)) or h < 1 for h in self.hidden_sizes):
             raise ConfigError(f"hidden_sizes must be a non-empty list of positive integers, got {self.hidden_sizes}")
+        from ppokit.gym.envs.make import ENV_BACKENDS  # (here: the env layer needs no config to import)
+
+        if self.env_backend not in ENV_BACKENDS:
+            raise ConfigError(f"env_backend must be one of {list(ENV_BACKENDS)}, got {self.env_backend!r}")
         rollout = self.n_envs * self.n_steps
         if self.total_steps < rollout:
             raise ConfigError(

@@ -59,7 +59,8 @@ def evaluate_policy(agent, env: EnvSource | None = None, episodes: int = 20, det
     running = np.zeros(n_envs)
     returns: list[float] = []
     with blas_thread_limit(agent.config.blas_threads):
-        envs = make_vector_env(source, n_envs, "sync", agent.config.env_kwargs, step_limit=EVAL_STEP_LIMIT)
+        # the training run's env backend; gymnasium's copies step in this process (a few evaluation copies gain nothing from processes)
+        envs = make_vector_env(source, n_envs, "sync", agent.config.env_kwargs, backend=agent.config.env_backend, step_limit=EVAL_STEP_LIMIT)
         whole_games = scores_whole_games(envs)
         try:
             obs, infos = envs.reset(seed=agent.config.seed + EVAL_SEED_OFFSET if seed is None else seed)
