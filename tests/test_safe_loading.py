@@ -3,7 +3,9 @@
 import json
 import pickle
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 from envs import FixedLengthWalkEnv
 
@@ -92,3 +94,22 @@ def test_missing_ppokit_version_is_refused(run_dir):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="ppokit version"):
         PPO.load(run_dir, env=lambda: FixedLengthWalkEnv(16))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "multi_input", "lstm"])
+def test_models_saved_by_format_version_1_load_and_act_as_they_did(kind):
+    """Written by ppokit at 8822530, before networks were built from parts (tests/data/format1/make_models.py)."""
+    folder = Path(__file__).parent / "data" / "format1" / kind
+    expected = json.loads((folder / "expected.json").read_text())
+    agent = PPO.load(folder)
+    assert agent.policy_kind == kind
+    raw = expected["observations"]
+    batch = {key: np.array(value, dtype=agent.observation_space[key].dtype) for key, value in raw.items()} if isinstance(raw, dict) \
+        else np.array(raw, dtype=agent.observation_space.dtype)
+    obs = agent.policy.prepare(batch)
+    state = agent.policy.initial_state(len(expected["actions"])) if agent.policy.recurrent else None
+    actions, next_state = agent.policy.act(obs, np.random.default_rng(0), deterministic=True, state=state)
+    np.testing.assert_allclose(np.asarray(actions), np.array(expected["actions"]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(agent.policy.value(obs, state)), np.array(expected["values"]), rtol=1e-5, atol=1e-6)
+    if expected["next_state"] is not None:
+        np.testing.assert_allclose(np.asarray(next_state), np.array(expected["next_state"]), rtol=1e-5, atol=1e-6)
