@@ -13,15 +13,14 @@ Usage: python benchmarks/bench_house.py [--before REV] [--seeds 0 1 2 3 4] [--st
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+from revisions import REPO, revision_tree, run_sides, write_comparison
+
 ENVS = ("CartPole-v1", "Pendulum-v1")
 
 
@@ -57,36 +56,18 @@ def main() -> None:
     if args.one:
         return one_run(args.one[0], int(args.one[1]), int(args.one[2]), args.one[3])
     work = Path(tempfile.mkdtemp(prefix="ppokit-house-"))
-    before_tree = work / "before"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before_tree), args.before], check=True, capture_output=True)
-    sides = [(f"before ({args.before})", before_tree / "src"), ("after", REPO / "src")]
-    results = {env_id: {label: [] for label, _ in sides} for env_id in ENVS}
-    try:
-        for env_id in ENVS:
-            for seed in args.seeds:
-                for label, src in (sides if seed % 2 == 0 else sides[::-1]):
-                    run = measure(src, env_id, seed, args.steps, work / f"{env_id}-{label.split()[0]}-{seed}.json")
-                    results[env_id][label].append(run["sps"])
-                    print(f"{env_id} seed {seed} {label}: {run['sps']:.0f} steps/s", flush=True)
-    finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before_tree)], check=False)
-    write_report(results, args)
+    with revision_tree(args.before, work / "before") as before_src:
+        sides = [(f"before ({args.before})", before_src), ("after", REPO / "src")]
 
+        def steps_per_second(env_id: str, seed: int, side: tuple) -> float:
+            label, src = side
+            return measure(src, env_id, seed, args.steps, work / f"{env_id}-{label.split()[0]}-{seed}.json")["sps"]
 
-def write_report(results: dict, args) -> None:
-    lines = ["# Steps per second before and after the house was rebuilt", "",
-             f"`python benchmarks/bench_house.py --before {args.before} --steps {args.steps}`: seeds {', '.join(map(str, args.seeds))}, "
-             f"each env's preset, {args.steps:,} steps per run, fresh processes, sides alternating, one BLAS thread, CPU.", "",
-             "| env | code | steps/s per seed | median | after / before |", "|---|---|---|---|---|"]
-    for env_id, sides in results.items():
-        (_, before), (_, after) = sides.items()
-        ratio = statistics.median(after) / statistics.median(before)
-        for index, (label, values) in enumerate(sides.items()):
-            lines.append(f"| {env_id} | {label} | {', '.join(f'{v:.0f}' for v in values)} | {statistics.median(values):.0f} | "
-                         f"{f'{ratio:.3f}x' if index == 1 else ''} |")
-    out = REPO / "benchmarks" / "results" / "house_sps.md"
-    out.write_text("\n".join(lines) + "\n")
-    print(out.read_text())
+        results = run_sides(dict.fromkeys(ENVS, sides), args.seeds, steps_per_second, "steps/s")
+    write_comparison(REPO / "benchmarks" / "results" / "house_sps.md", "Steps per second before and after the house was rebuilt",
+                     f"python benchmarks/bench_house.py --before {args.before} --steps {args.steps}", args.seeds,
+                     f"each env's preset, {args.steps:,} steps per run, fresh processes, sides alternating, one BLAS thread, CPU",
+                     ("env", "code", "steps/s"), results, (".0f", ".3f"))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Usage: python benchmarks/lm/speedups_real.py [--before REV] [--seeds 0 1 2] [--u
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE.parent))  # benchmarks/revisions.py
+from revisions import REPO, revision_tree, run_sides, write_comparison  # noqa: E402
+
 MODEL = REPO / "models" / "smollm2-135m-instruct"
 # a file path, not a module: the 'before' tree has no ppokit.lm.instruction_task
 REWARD = f"{REPO / 'src' / 'ppokit' / 'lm' / 'instruction_task.py'}:instruction_reward"
@@ -69,41 +70,27 @@ def main() -> None:
         return one_run(*args.one)
     prompts = REPO / "benchmarks" / "results" / "raw" / "lm_real" / "prompts.jsonl"
     work = Path(tempfile.mkdtemp(prefix="ppokit-speedups-"))
-    before_tree = work / "before"
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before_tree), args.before], check=True, capture_output=True)
-    try:
-        # (estimator, side label, source tree, extra values)
-        sides = {"gae": [(f"before ({args.before})", before_tree / "src", {}), ("after", REPO / "src", {})],
+    with revision_tree(args.before, work / "before") as before_src:
+        # estimator -> its two sides: (label, source tree, extra values)
+        sides = {"gae": [(f"before ({args.before})", before_src, {}), ("after", REPO / "src", {})],
                  "grpo": [("share_prompt_pass false", REPO / "src", {"share_prompt_pass": False}), ("share_prompt_pass true", REPO / "src", {})]}
-        results: dict[str, dict[str, list[float]]] = {}
-        for estimator, pair in sides.items():
-            results[estimator] = {label: [] for label, _, _ in pair}
-            for seed in args.seeds:
-                for label, src, extra in (pair if seed % 2 == 0 else pair[::-1]):
-                    values = SETTINGS[estimator] | extra | {"policy": str(MODEL), "prompts": str(prompts), "reward_function": [REWARD], "seed": seed,
-                                                           "total_episodes": args.updates * SETTINGS[estimator]["batch_size"]}
-                    run = measure(src, values, work / estimator, f"{label.split()[0]}-{extra.get('share_prompt_pass', 'on')}-seed{seed}")
-                    results[estimator][label].append(run["episodes_per_second"])
-                    print(f"{estimator} seed {seed} {label}: {run['episodes_per_second']:.3f} episodes/s", flush=True)
-    finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before_tree)], check=False)
+
+        def episodes_per_second(estimator: str, seed: int, side: tuple) -> float:
+            label, src, extra = side
+            values = SETTINGS[estimator] | extra | {"policy": str(MODEL), "prompts": str(prompts), "reward_function": [REWARD], "seed": seed,
+                                                   "total_episodes": args.updates * SETTINGS[estimator]["batch_size"]}
+            name = f"{label.split()[0]}-{extra.get('share_prompt_pass', 'on')}-seed{seed}"
+            return measure(src, values, work / estimator, name)["episodes_per_second"]
+
+        results = run_sides(sides, args.seeds, episodes_per_second, "episodes/s")
     write_report(results, args)
 
 
 def write_report(results: dict, args) -> None:
-    lines = ["# Episodes/s on SmolLM2-135M-Instruct before and after the speed-ups", "",
-             f"`python benchmarks/lm/speedups_real.py --before {args.before} --updates {args.updates}`: seeds {', '.join(map(str, args.seeds))}, "
-             f"{args.updates} updates per run, fresh processes, sides alternating, 2 torch threads, float32, CPU.", "",
-             "| estimator | code | episodes/s per seed | median | after / before |", "|---|---|---|---|---|"]
-    for estimator, sides in results.items():
-        (first, slow), (second, fast) = sides.items()
-        for label, values in sides.items():
-            ratio = statistics.median(fast) / statistics.median(slow) if label == second else None
-            lines.append(f"| {estimator} | {label} | {', '.join(f'{v:.3f}' for v in values)} | {statistics.median(values):.3f} | "
-                         f"{f'{ratio:.2f}x' if ratio else ''} |")
-    out = REPO / "benchmarks" / "results" / "lm_speedups.md"
-    out.write_text("\n".join(lines) + "\n")
-    print(out.read_text())
+    write_comparison(REPO / "benchmarks" / "results" / "lm_speedups.md", "Episodes/s on SmolLM2-135M-Instruct before and after the speed-ups",
+                     f"python benchmarks/lm/speedups_real.py --before {args.before} --updates {args.updates}", args.seeds,
+                     f"{args.updates} updates per run, fresh processes, sides alternating, 2 torch threads, float32, CPU",
+                     ("estimator", "code", "episodes/s"), results, (".3f", ".2f"))
 
 
 if __name__ == "__main__":
