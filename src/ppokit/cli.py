@@ -67,7 +67,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _keys(args) -> int:
-    from ppokit.config_keys import config_classes, markdown_table, plain_listing
+    from ppokit.config_docs import markdown_table, plain_listing
+    from ppokit.config_keys import config_classes
 
     cls = config_classes()[args.command_name]
     print(markdown_table(cls) if args.markdown else plain_listing(cls))

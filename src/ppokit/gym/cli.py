@@ -15,6 +15,12 @@ from ppokit.cli_support import add_keys_help, quiet, usage_error
 from ppokit.config import update_run_config, write_run_config
 
 
+def ppo_config_class() -> type:
+    from ppokit.gym.config import PPOConfig
+
+    return PPOConfig
+
+
 def add_gym_parsers(sub) -> None:
     train = sub.add_parser(
         "train",
@@ -23,7 +29,7 @@ def add_gym_parsers(sub) -> None:
         epilog="examples: ppokit train CartPole-v1 --seed 1 learning_rate=1e-3 n_envs=16;  ppokit train --resume runs/CartPole-v1-seed1-...",
         add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_keys_help(train, "train")
+    add_keys_help(train, ppo_config_class)
     train.add_argument("env_id", metavar="ENV_ID", nargs="?", help="a registered Gymnasium id, e.g. CartPole-v1 (or module:Id)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint (its config, schedules and logs)")
     train.add_argument("--preset", metavar="NAME", help="hyperparameter preset (default: the preset named ENV_ID if there is one; see `ppokit presets`)")

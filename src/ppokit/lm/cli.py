@@ -15,6 +15,12 @@ from ppokit.errors import ConfigError
 CONFIG_COMMANDS = {"sft", "rm", "ppo"}
 
 
+def lm_config_class(command: str) -> type:
+    from ppokit.lm.config import LMPPOConfig, RewardModelConfig, SFTConfig
+
+    return {"sft": SFTConfig, "rm": RewardModelConfig, "ppo": LMPPOConfig}[command]
+
+
 def add_lm_parser(sub) -> None:
     from ppokit.cli_support import add_keys_help
 
@@ -31,7 +37,7 @@ def add_lm_parser(sub) -> None:
     for name in ("sft", "rm", "ppo"):
         command = commands.add_parser(name, help=helps[name], description=f"{helps[name]}. Config precedence: defaults < --config FILE < key=value.",
                                       epilog=f"example: {examples[name]}", add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_keys_help(command, name)
+        add_keys_help(command, lambda name=name: lm_config_class(name))
         length = "total_episodes" if name == "ppo" else "epochs"
         command.add_argument("--resume", metavar="RUN_DIR",
                              help=f"continue the run in RUN_DIR from its newest checkpoint (its config; only device=... may change, and "
