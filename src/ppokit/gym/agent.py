@@ -32,11 +32,9 @@ from ppokit.training_loop import LoopPlan, run_training_loop
 
 # a function of the metrics, an object with on_update(metrics), or a list of them; False stops training
 Callback = Any
-# logged name -> the update statistic it shows
-LOGGED_STATISTICS = {"losses/policy_loss": "policy_loss", "losses/value_loss": "value_loss", "losses/entropy": "entropy",
-                     "losses/old_approx_kl": "old_approx_kl", "losses/approx_kl": "approx_kl", "losses/clipfrac": "clipfrac",
-                     "losses/grad_norm": "grad_norm", "debug/first_ratio_deviation": "first_ratio_deviation",
-                     "debug/stopped_early": "stopped_early", "debug/skipped_steps": "skipped_steps"}
+# the update's statistics, logged as losses/<name> and debug/<name>
+LOSS_STATISTICS = ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "grad_norm")
+DEBUG_STATISTICS = ("first_ratio_deviation", "stopped_early", "skipped_steps")
 
 
 class PPO:
@@ -214,7 +212,7 @@ class PPO:
         self.num_updates += 1
         self._check_non_finite(stats)
         metrics = {"charts/learning_rate": learning_rate, "charts/clip_range": clip_range, "losses/explained_variance": explained}
-        metrics |= {name: stats[key] for name, key in LOGGED_STATISTICS.items()}
+        metrics |= {f"losses/{name}": stats[name] for name in LOSS_STATISTICS} | {f"debug/{name}": stats[name] for name in DEBUG_STATISTICS}
         self.last_metrics = self.logger.log_update(self.global_step, self.num_updates, metrics, episodes)
         self.recent_returns = list(self.logger.recent_returns)
         results = [cb.on_update(self.last_metrics) for cb in callbacks]

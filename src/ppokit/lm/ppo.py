@@ -459,7 +459,7 @@ class LMPPOTrainer:
             trainer.num_updates, trainer.episodes = int(meta["num_updates"]), int(meta["episodes"])
             trainer.tokens, trainer.elapsed_before = float(meta["tokens"]), float(meta["elapsed_seconds"])
             trainer.kl_controller.load_state_dict(meta["kl_controller"])
-            trainer.prompt_pool.load_state_dict(meta, source)
+            trainer.prompt_pool.load_state_dict(meta)
             trainer.score_moments.load_state_dict({name: arrays[f"score_moments.{name}"] for name in ("mean", "var", "count")})
             trainer.minibatch_generator.set_state(rank_array(arrays, "rng.minibatch_order", trainer.world))
         except (KeyError, TypeError, ValueError) as exc:

@@ -54,7 +54,7 @@ class PromptPool:
     def state_dict(self) -> dict:
         return {"order_rng": python_random_state(self.order_rng), "prompt_queue": self.queue}
 
-    def load_state_dict(self, state: dict, source: str) -> None:
+    def load_state_dict(self, state: dict) -> None:
         set_python_random_state(self.order_rng, state["order_rng"])
         self.queue = [int(i) for i in state["prompt_queue"]]
 
